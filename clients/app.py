@@ -1,0 +1,42 @@
+"""The one ClientApp of fedsim: dispatches each message to the scenario's algorithm.
+
+The same app runs in the in-process runtime, in Flower's Simulation Engine and on
+a real SuperNode. A ``query`` message tells the server which partition a node
+holds and how large its data is (used for seeded sampling by partition id).
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients import CLIENT_ALGORITHMS
+from fedsim.workspace import client_data, scenario_of
+
+app = ClientApp()
+
+
+def _algorithm(context: Context):
+    return CLIENT_ALGORITHMS.get(scenario_of(str(context.run_config["scenario"])).algorithm.name)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Run the algorithm's local training."""
+    return _algorithm(context).train(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Run the algorithm's local evaluation."""
+    return _algorithm(context).evaluate(msg, context)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Describe this node: partition id and data sizes."""
+    scenario = scenario_of(str(context.run_config["scenario"]))
+    pid = int(context.node_config["partition-id"])
+    data = client_data(scenario, pid)
+    info = MetricRecord({"partition-id": pid, "num-train": len(data.y_train), "num-test": len(data.y_test)})
+    return Message(RecordDict({"info": info}), reply_to=msg)

@@ -1,0 +1,83 @@
+"""What every client handler needs: its scenario, its data, a reusable model, timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+
+from fedsim.models import SplitModel
+from fedsim.records import load_arrays, model_to_arrays
+from fedsim.scenario import Scenario
+from fedsim.training import Stats, derive_seed
+from fedsim.workspace import ClientData, client_data, scenario_of, worker_model
+
+
+@dataclass
+class ClientEnv:
+    """A client's view of the run for one message."""
+
+    scenario: Scenario
+    partition_id: int
+    data: ClientData
+    server_round: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def generator(self, purpose: int = 0) -> torch.Generator:
+        """A generator fixed by (seed, round, client, purpose)."""
+        g = torch.Generator()
+        g.manual_seed(derive_seed(self.scenario.seed, self.server_round, self.partition_id, purpose))
+        return g
+
+    def model(self, arrays: ArrayRecord | None = None, slot: str = "client") -> SplitModel:
+        """This process's reusable model, loaded in place with ``arrays``."""
+        model = worker_model(self.scenario, slot)
+        if arrays is not None:
+            load_arrays(model, arrays)
+        return model
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Measure wall and CPU seconds of the enclosed work (reported to the server)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.timings["compute-s"] = self.timings.get("compute-s", 0.0) + time.perf_counter() - wall
+        self.timings["cpu-s"] = self.timings.get("cpu-s", 0.0) + time.process_time() - cpu
+
+
+def client_env(msg: Message, context: Context) -> ClientEnv:
+    """Build the env of one call from the run config and the node config."""
+    scenario = scenario_of(str(context.run_config["scenario"]))
+    pid = int(context.node_config["partition-id"])
+    config = msg.content.config_records.get("config")
+    server_round = int(config["server-round"]) if config and "server-round" in config else 0
+    return ClientEnv(scenario, pid, client_data(scenario, pid), server_round)
+
+
+def reply(
+    msg: Message, env: ClientEnv, stats: Stats, arrays: ArrayRecord | None = None, **extra: float
+) -> Message:
+    """The standard reply: optional arrays and one MetricRecord with ``num-examples``."""
+    metrics = MetricRecord(
+        {
+            "num-examples": stats.num_examples,
+            "loss": stats.loss,
+            "accuracy": stats.accuracy,
+            "partition-id": env.partition_id,
+            **env.timings,
+            **extra,
+        }
+    )
+    content = RecordDict({"metrics": metrics})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content, reply_to=msg)
+
+
+def arrays_of(model: SplitModel) -> ArrayRecord:
+    """The model's weights to send back."""
+    return model_to_arrays(model)

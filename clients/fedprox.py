@@ -1,0 +1,54 @@
+"""FedProx client (Li et al. 2020): local loss F_k(w) + (mu/2) ||w - w_t||^2.
+
+``mu`` arrives as ``proximal-mu`` in the train config (Flower's key); w_t is the
+global model received this round, held fixed during local training.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message
+from torch import nn
+
+from clients.common import arrays_of, client_env, reply
+from clients.fedavg import evaluate_local
+from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.training import cross_entropy, make_optimizer, train_epochs
+
+
+def proximal_loss(global_params: list[torch.Tensor], mu: float):
+    """Cross-entropy plus (mu/2) * sum ||w - w_t||^2 over trainable parameters."""
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = cross_entropy(model, x, y)
+        if mu > 0:
+            prox = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_params, strict=True))
+            loss = loss + 0.5 * mu * prox
+        return loss, logits
+
+    return loss_fn
+
+
+def train(msg: Message, context: Context) -> Message:
+    """FedAvg's local training with the proximal term."""
+    env = client_env(msg, context)
+    mu = float(msg.content["config"]["proximal-mu"])
+    with env.timed():
+        model = env.model(msg.content["arrays"])
+        global_params = [p.detach().clone() for p in model.parameters()]
+        spec = env.scenario.train
+        stats = train_epochs(
+            model,
+            env.data.x_train,
+            env.data.y_train,
+            epochs=spec.local_epochs,
+            batch_size=spec.batch_size,
+            optimizer=make_optimizer(model.parameters(), spec.optimizer),
+            generator=env.generator(),
+            loss_fn=proximal_loss(global_params, mu),
+        )
+        arrays = arrays_of(model)
+    return reply(msg, env, stats, arrays)
+
+
+CLIENT_ALGORITHMS.register("fedprox")(ClientAlgorithm(train=train, evaluate=evaluate_local))

@@ -1,0 +1,146 @@
+"""The ``fedsim`` command line.
+
+Errors a user can cause print one line (``error: ...``) and exit with code 2,
+without a traceback and without touching earlier results.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedsim.errors import UserError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Federated learning and split-computing simulator."
+)
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override KEY.PATH=VALUE (repeatable).")]
+
+
+class Catalogue(StrEnum):
+    """What ``fedsim list`` can list."""
+
+    algorithms = "algorithms"
+    datasets = "datasets"
+    models = "models"
+    partitions = "partitions"
+    runtimes = "runtimes"
+
+
+def _registry(what: Catalogue):
+    if what is Catalogue.algorithms:
+        from fedsim.strategies import STRATEGIES
+
+        return STRATEGIES
+    if what is Catalogue.datasets:
+        from fedsim.data import DATASETS
+
+        return DATASETS
+    if what is Catalogue.models:
+        from fedsim.models import MODELS
+
+        return MODELS
+    if what is Catalogue.partitions:
+        from fedsim.data import PARTITIONERS
+
+        return PARTITIONERS
+    from fedsim.runtimes import RUNTIMES
+
+    return RUNTIMES
+
+
+@app.command("list")
+def list_(what: Annotated[Catalogue, typer.Argument(help="What to list.")]) -> None:
+    """List registered components with their parameters."""
+    from rich.table import Table
+
+    table = Table(title=what.value, show_lines=False)
+    table.add_column("name", style="bold")
+    table.add_column("parameters")
+    table.add_column("summary")
+    for entry in _registry(what):
+        params = ", ".join(
+            f"{k}={'required' if f.is_required() else f.default!r}"
+            for k, f in entry.params.model_fields.items()
+        )
+        table.add_row(entry.name, params or "-", entry.summary)
+    console.print(table)
+
+
+@app.command()
+def validate(scenario: Path, set_: SetOption = None) -> None:
+    """Check a scenario file (schema, components, data) without running it."""
+    from fedsim.scenario import load_scenario
+    from fedsim.workspace import federated_data
+
+    sc = load_scenario(scenario, set_ or [])
+    fed = federated_data(sc)
+    console.print(
+        f"[green]ok[/green] {scenario}: {sc.algorithm.name} on {sc.data.dataset} "
+        f"({len(fed.dataset.y_train)} training samples) over {sc.clients.num} clients, "
+        f"{sc.clients.per_round()} per round, {sc.rounds} rounds, runtime {sc.runtime.name}"
+    )
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file.")] = None,
+    set_: SetOption = None,
+    runtime: Annotated[str | None, typer.Option(help="inprocess (default) or ray.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
+    stop_after: Annotated[int | None, typer.Option(help="Stop after this round (resumable).", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's logs.")] = False,
+) -> None:
+    """Run a scenario (or resume an interrupted run)."""
+    from fedsim.runner import resume_run, start_run
+
+    if (scenario is None) == (resume is None):
+        raise UserError("give either a SCENARIO file or --resume RUN_FOLDER")
+    show = not quiet and console.is_terminal
+    if resume is not None:
+        if set_:
+            raise UserError("--set cannot change a run being resumed; start a new run instead")
+        folder, summary = resume_run(resume, runtime, stop_after, show, verbose, console)
+    else:
+        overrides = list(set_ or []) + ([f"runtime.name={runtime}"] if runtime else [])
+        folder, summary = start_run(scenario, overrides, stop_after, show, verbose, console)
+    acc = summary.get("final_server_accuracy")
+    acc_text = f", test accuracy {acc:.4f}" if acc is not None else ""
+    console.print(
+        f"{summary['status']}: {summary['rounds_completed']}/{summary['rounds_planned']} rounds{acc_text}; "
+        f"results in {folder.path}"
+    )
+
+
+def main() -> None:
+    """Console-script entry point: one line and exit code 2 for user errors."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Starting and resuming runs: validate, create the folder, launch, summarise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedsim.errors import UserError
+from fedsim.progress import RoundProgress
+from fedsim.runstore import RunFolder, new_run_dir
+from fedsim.runtimes import RUNTIMES, LaunchRequest
+from fedsim.scenario import Scenario, load_scenario
+from fedsim.strategies import build_strategy
+from fedsim.workspace import federated_data
+
+
+def _launch(request: LaunchRequest, show: bool, console: Console, start: int) -> dict[str, Any]:
+    sc = request.scenario
+    with RoundProgress(sc.name, sc.rounds, start, enabled=show, console=console) as bar:
+        req = LaunchRequest(sc, request.folder, request.resume, [bar], request.stop_after, request.verbose)
+        RUNTIMES.get(sc.runtime.name)(req)
+    return request.folder.summary()
+
+
+def start_run(
+    path: Path, overrides: list[str], stop_after: int | None, show: bool, verbose: bool, console: Console
+) -> tuple[RunFolder, dict[str, Any]]:
+    """Validate everything (data included), then create a new run folder and run."""
+    scenario = load_scenario(path, overrides)
+    federated_data(scenario)  # data errors surface before anything is written
+    folder = RunFolder(new_run_dir(scenario))
+    folder.create(scenario)
+    return folder, _launch(LaunchRequest(scenario, folder, False, (), stop_after, verbose), show, console, 0)
+
+
+def _check_resumable(scenario: Scenario) -> None:
+    if scenario.runtime.name != "inprocess" and build_strategy(scenario).stateful_clients:
+        raise UserError(
+            f"algorithm {scenario.algorithm.name!r} keeps client state, which only the inprocess runtime "
+            "checkpoints; resume with --runtime inprocess"
+        )
+
+
+def resume_run(
+    path: Path, runtime: str | None, stop_after: int | None, show: bool, verbose: bool, console: Console
+) -> tuple[RunFolder, dict[str, Any]]:
+    """Continue a run from its latest checkpoint."""
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run folder; expected a folder written by 'fedsim run'")
+    folder = RunFolder(path)
+    scenario = folder.scenario()
+    summary = folder.summary()
+    if summary.get("status") == "completed":
+        return folder, summary
+    if runtime:
+        scenario = scenario.model_copy(
+            update={"runtime": scenario.runtime.model_copy(update={"name": runtime})}
+        )
+        if runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {runtime!r}; expected one of: {', '.join(RUNTIMES.names())}")
+    _check_resumable(scenario)
+    ckpt = folder.latest_checkpoint()
+    start = int(ckpt.stem.split("-")[1]) if ckpt else 0
+    return folder, _launch(
+        LaunchRequest(scenario, folder, True, (), stop_after, verbose), show, console, start
+    )

@@ -1,0 +1,120 @@
+"""The ``inprocess`` runtime: a Flower ``Grid`` that calls the ClientApp directly.
+
+Each message is handed to ``client_app(message, context)`` in this process, one
+persistent ``Context`` per node (so ``context.state`` lives across rounds, as on
+a SuperNode), with no serialisation, no threads and no copies: the content a
+strategy builds is the content the client reads. Replies come back in the order
+the messages were pushed. A client that raises gets an error reply, as in Flower.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from collections.abc import Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+#: Flower's code for "the ClientApp raised an exception".
+CLIENT_APP_RAISED_EXCEPTION = 2
+#: Flower's node id of the SuperLink (the sender of instructions).
+SUPERLINK_NODE_ID = 1
+#: Node ids are partition id + this offset (clear of Flower's reserved ids).
+NODE_ID_OFFSET = 1000
+
+
+class InProcessGrid(Grid):
+    """Delivers messages straight to a ClientApp; one node per partition 0..N-1."""
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict, run_id: int = 1) -> None:
+        self._run = Run.create_empty(run_id)
+        self._app = client_app
+        self._ids = itertools.count(1)
+        self._replies: dict[str, Message] = {}
+        # The identity Flower gives the process that runs a ServerApp.
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        self._contexts = {
+            pid + NODE_ID_OFFSET: Context(
+                run_id=run_id,
+                node_id=pid + NODE_ID_OFFSET,
+                node_config={"partition-id": pid, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for pid in range(num_nodes)
+        }
+
+    # -- Grid interface ---------------------------------------------------------------
+
+    def set_run(self, run: Run) -> None:
+        """Adopt a run (its id is stamped on messages)."""
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        """The current run."""
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """A new instruction message."""
+        return Message(
+            content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl
+        )
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Every node (all are always connected)."""
+        return list(self._contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Execute each message now; keep its reply until pulled."""
+        ids = []
+        for msg in messages:
+            msg_id = str(next(self._ids))
+            # Set as Flower's SuperLink does (Metadata has no setter for it).
+            msg.metadata.__dict__["_message_id"] = msg_id
+            self._replies[msg_id] = self._execute(msg)
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Hand back (and forget) the replies to these messages."""
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push and pull in one step (nothing here can time out)."""
+        return self.pull_messages(self.push_messages(messages))
+
+    # -- client state (checkpoints) -------------------------------------------------
+
+    def client_states(self) -> dict[int, RecordDict]:
+        """Every node's ``context.state``, by partition id (non-empty ones only)."""
+        return {node - NODE_ID_OFFSET: ctx.state for node, ctx in self._contexts.items() if len(ctx.state)}
+
+    def restore_client_states(self, states: dict[int, RecordDict]) -> None:
+        """Put saved ``context.state`` back on each node."""
+        for pid, state in states.items():
+            self._contexts[pid + NODE_ID_OFFSET].state = state
+
+    # -- internals ------------------------------------------------------------------
+
+    def _execute(self, msg: Message) -> Message:
+        try:
+            return self._app(msg, self._contexts[msg.metadata.dst_node_id])
+        except Exception as exc:  # the ClientApp failed: an error reply, as on a SuperNode
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)

@@ -1,0 +1,29 @@
+"""Launching a run on the ``inprocess`` runtime."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import Context, RecordDict
+
+from fedsim.apps import CLIENTAPP, load_app
+from fedsim.runtimes.inprocess import InProcessGrid
+from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
+
+
+@RUNTIMES.register("inprocess", summary="fedsim's own Grid: clients called in this process (default)")
+def launch(request: LaunchRequest) -> None:
+    """Run the ServerApp's loop here, delivering messages straight to the ClientApp."""
+    from fedsim.server.app import run_server
+
+    run_config = request.run_config()
+    grid = InProcessGrid(load_app(CLIENTAPP), request.scenario.clients.num, run_config)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if not request.verbose:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        run_server(grid, context, request.callbacks, request.stop_after)
+    finally:
+        flwr_logger.setLevel(level)

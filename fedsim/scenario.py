@@ -1,0 +1,280 @@
+"""Scenario files: the pydantic schema, YAML loading, ``--set`` overrides.
+
+A scenario is validated in two passes before anything runs:
+
+1. structure (this module's models: unknown keys, types, ranges);
+2. components (each named dataset, partitioner, model, algorithm and runtime
+   validates its own parameters against the model it registered).
+
+Every problem becomes one line ``FILE: KEY.PATH: what was expected`` raised as
+:class:`ScenarioError`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsim.errors import UserError
+
+
+class ScenarioError(UserError):
+    """A scenario file or override that does not validate."""
+
+
+class Strict(BaseModel):
+    """Base of every scenario section: unknown keys are errors; values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(BaseModel):
+    """A registered component chosen by ``name``; its other keys are its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The component's parameters (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class LongTail(Strict):
+    """Long-tailed training set: n_c = n_max * IF^(-c/(C-1))."""
+
+    imbalance_factor: float = Field(ge=1, description="n_max / n_min")
+
+
+class DataSpec(Strict):
+    """Dataset, its options, partition and local test sets."""
+
+    dataset: str = "digits"
+    options: dict[str, Any] = Field(default_factory=dict)
+    partition: Component = Component(name="iid")
+    long_tail: LongTail | None = None
+    local_test: bool = True
+
+
+class ModelSpec(Component):
+    """The model: ``name`` plus its parameters."""
+
+    name: str = "cnn"
+
+
+class AlgorithmSpec(Component):
+    """The algorithm: ``name`` plus its parameters."""
+
+    name: str = "fedavg"
+
+
+class ClientsSpec(Strict):
+    """How many clients exist and how many take part in each round."""
+
+    num: int = Field(10, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1)
+    min: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _min_at_most_num(self) -> ClientsSpec:
+        if self.min > self.num:
+            raise ValueError(f"min ({self.min}) must be at most num ({self.num})")
+        return self
+
+    def per_round(self) -> int:
+        """Clients sampled in each training round."""
+        return min(self.num, max(self.min, int(self.num * self.fraction)))
+
+
+class OptimizerSpec(Strict):
+    """Client optimiser (fresh every round)."""
+
+    name: str = Field("sgd", pattern="^(sgd|adam)$")
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainSpec(Strict):
+    """Local training on each client."""
+
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: OptimizerSpec = OptimizerSpec()
+
+
+class EvaluationSpec(Strict):
+    """Evaluation cadence in rounds (0 disables)."""
+
+    server_every: int = Field(1, ge=0)
+    clients_every: int = Field(1, ge=0)
+    client_fraction: float = Field(1.0, gt=0, le=1)
+
+
+class RaySpec(Strict):
+    """Options of the ``ray`` runtime."""
+
+    address: str | None = Field(None, description="join this Ray cluster; None starts one")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per client actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per client actor")
+
+
+class RuntimeSpec(Strict):
+    """Which runtime executes the apps, and its options."""
+
+    name: str = "inprocess"
+    ray: RaySpec = RaySpec()
+
+
+class OutputSpec(Strict):
+    """Where the run folder goes and how often it is checkpointed."""
+
+    dir: Path = Path("runs")
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+
+
+class Scenario(Strict):
+    """One experiment."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(ge=1)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    algorithm: AlgorithmSpec = AlgorithmSpec()
+    clients: ClientsSpec = ClientsSpec()
+    train: TrainSpec = TrainSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    output: OutputSpec = OutputSpec()
+
+    def to_json(self) -> str:
+        """The resolved scenario as canonical JSON (what runtimes pass around)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def to_yaml(self) -> str:
+        """The resolved scenario as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at the parent of ``loc`` (for 'unknown key' messages)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        sub = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not sub:
+            return []
+        model = sub[0]
+    return sorted(model.model_fields)
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in (prefix, *loc) if p != "") or "(top level)"
+    if err["type"] == "extra_forbidden":
+        keys = _expected_keys(model, loc)
+        expected = f"; expected one of: {', '.join(keys)}" if keys else ""
+        return f"{path}: unknown key{expected}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"{path}: {msg}{shown}"
+
+
+def format_validation_error(
+    exc: ValidationError, source: str, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """Turn a pydantic error into lines ``SOURCE: key.path: expected ...``."""
+    return "\n".join(f"{source}: {_describe(e, model, prefix)}" for e in exc.errors())
+
+
+# ------------------------------------------------------------------------ overrides
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ScenarioError(f"--set {item}: expected KEY.PATH=VALUE, e.g. clients.num=50")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.path=value`` applied (YAML values)."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ScenarioError(f"--set {item}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a scenario file as a mapping, with one-line errors."""
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such scenario file; expected a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ScenarioError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
+def validate_scenario(raw: dict[str, Any], source: str) -> Scenario:
+    """Validate a raw mapping: structure, then every named component's parameters."""
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, source, Scenario)) from None
+    from fedsim.components import check_components
+
+    check_components(scenario, source)
+    return scenario
+
+
+def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:
+    """Load, override and validate a scenario file."""
+    path = Path(path)
+    raw = read_yaml(path)
+    source = str(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source = f"{path} (with --set {' '.join(overrides)})"
+    return validate_scenario(raw, source)
+
+
+def scenario_from_json(text: str) -> Scenario:
+    """Rebuild a resolved scenario from :meth:`Scenario.to_json` (no re-checks)."""
+    return Scenario.model_validate_json(text)

@@ -1,0 +1,70 @@
+"""fedsim's ServerApp: the same code runs on every runtime.
+
+The run config carries the resolved scenario (``scenario``, JSON), the run folder
+(``run-dir``) and whether to continue from its latest checkpoint (``resume``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.records import model_to_arrays
+from fedsim.runstore import RunFolder
+from fedsim.server.callbacks import Checkpointer, RowWriter, summarise
+from fedsim.server.checkpoint import load_checkpoint
+from fedsim.server.rounds import Callback, RoundLoop, discover
+from fedsim.strategies import build_strategy
+from fedsim.workspace import new_model, scenario_of
+
+app = ServerApp()
+
+
+def run_server(
+    grid: Grid, context: Context, callbacks: Sequence[Callback] = (), stop_after: int | None = None
+) -> RoundLoop:
+    """Run (or resume) the scenario in ``context.run_config`` on ``grid``."""
+    cfg = context.run_config
+    scenario = scenario_of(str(cfg["scenario"]))
+    folder = RunFolder(Path(str(cfg["run-dir"])))
+    strategy = build_strategy(scenario)
+    strategy.setup(scenario, discover(grid, scenario))
+    writers: list[Callback] = [RowWriter(folder), Checkpointer(folder, scenario.output.checkpoint_every)]
+
+    ckpt_path = folder.latest_checkpoint() if bool(cfg.get("resume", False)) else None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        strategy.load_state_dict(ckpt.strategy)
+        if ckpt.client_states is not None and hasattr(grid, "restore_client_states"):
+            grid.restore_client_states(ckpt.client_states)
+        folder.truncate_after(ckpt.round)
+        loop = RoundLoop(
+            scenario, strategy, grid, ckpt.arrays, [*writers, *callbacks], ckpt.round, ckpt.elapsed_s
+        )
+    else:
+        if bool(cfg.get("resume", False)):
+            folder.truncate_after(-1)
+        loop = RoundLoop(
+            scenario, strategy, grid, model_to_arrays(new_model(scenario)), [*writers, *callbacks]
+        )
+        loop.initial_evaluation()
+    status = "failed"
+    try:
+        loop.run(stop_after=stop_after)
+        status = "completed" if loop.round >= scenario.rounds else "stopped"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        summarise(folder, status, loop)
+    return loop
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point when Flower runs the app (Simulation or Deployment Engine)."""
+    stop = context.run_config.get("stop-after", 0)
+    run_server(grid, context, stop_after=int(stop) or None)

@@ -1,0 +1,193 @@
+"""The round loop: the strategy's hooks, around it the run folder and callbacks.
+
+Flower's ``Strategy.start()`` always begins at round 1 and has no per-round hook
+besides ``evaluate_fn``; fedsim needs to resume from a checkpoint and to write
+per-client rows, so it runs the same hooks in the same order itself:
+``configure_train -> send_and_receive -> aggregate_train -> configure_evaluate ->
+send_and_receive -> aggregate_evaluate -> server-side evaluation``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedsim.records import record_nbytes
+from fedsim.scenario import Scenario
+from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
+
+#: How long to wait for every node to answer the discovery query (real devices join late).
+DISCOVERY_TIMEOUT_S = 600.0
+
+
+@dataclass
+class RoundResult:
+    """What one round produced: a metrics row and per-client rows."""
+
+    round: int
+    metrics: dict[str, Any]
+    clients: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Callback(Protocol):
+    """Cross-cutting work at round boundaries (writing files, checkpoints, progress)."""
+
+    def on_round_end(self, result: RoundResult, loop: RoundLoop) -> None:
+        """Called after each round (and after round 0, the initial evaluation)."""
+
+
+class SupportsClientState(Protocol):
+    """A grid that can read and restore every node's ``context.state``."""
+
+    def client_states(self) -> dict[int, RecordDict]: ...
+
+    def restore_client_states(self, states: dict[int, RecordDict]) -> None: ...
+
+
+class RunFailed(RuntimeError):
+    """Every client of a round failed: the run cannot go on."""
+
+
+def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_S) -> list[NodeInfo]:
+    """Ask every node for its partition id and data sizes (waits for all to connect)."""
+    deadline = time.monotonic() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < scenario.clients.num:
+        if time.monotonic() > deadline:
+            raise RunFailed(f"only {len(node_ids)} of clients.num={scenario.clients.num} nodes connected")
+        time.sleep(0.5)
+    content = RecordDict({"config": ConfigRecord({"server-round": 0})})
+    msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    nodes = []
+    for reply in grid.send_and_receive(msgs, timeout=timeout):
+        if reply.has_error():
+            raise RunFailed(
+                f"node {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}"
+            )
+        info = reply.content["info"]
+        nodes.append(
+            NodeInfo(
+                reply.metadata.src_node_id,
+                int(info["partition-id"]),
+                int(info["num-train"]),
+                int(info["num-test"]),
+            )
+        )
+    return sorted(nodes, key=lambda n: n.partition_id)
+
+
+def _client_rows(
+    server_round: int,
+    phase: str,
+    sent: Sequence[Message],
+    replies: Iterable[Message],
+    strategy: FedsimStrategyMixin,
+) -> tuple[list[dict[str, Any]], list[Message]]:
+    down = {m.metadata.dst_node_id: record_nbytes(m.content) for m in sent}
+    rows, ok = [], []
+    for reply in strategy.ordered(replies):
+        node = reply.metadata.src_node_id
+        row: dict[str, Any] = {
+            "round": server_round,
+            "phase": phase,
+            "partition_id": strategy.partition_of(reply),
+            "bytes_down": down.get(node, 0),
+        }
+        if reply.has_error():
+            row["error"] = reply.error.reason
+        else:
+            ok.append(reply)
+            metrics = next(iter(reply.content.metric_records.values()))
+            row["bytes_up"] = record_nbytes(reply.content)
+            for key, value in metrics.items():
+                if key != "partition-id":
+                    row[key.replace("-", "_")] = value
+        rows.append(row)
+    return rows, ok
+
+
+class RoundLoop:
+    """Runs rounds ``start+1 .. scenario.rounds`` of a strategy on a grid."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        strategy: FedsimStrategyMixin,
+        grid: Grid,
+        arrays: ArrayRecord,
+        callbacks: Sequence[Callback],
+        start_round: int = 0,
+        elapsed_s: float = 0.0,
+    ) -> None:
+        self.scenario = scenario
+        self.strategy = strategy
+        self.grid = grid
+        self.arrays = arrays
+        self.callbacks = list(callbacks)
+        self.round = start_round
+        self._elapsed_before = elapsed_s
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds of the run so far (including before a resume)."""
+        return self._elapsed_before + time.perf_counter() - self._t0
+
+    def _emit(self, result: RoundResult) -> None:
+        for cb in self.callbacks:
+            cb.on_round_end(result, self)
+
+    def initial_evaluation(self) -> None:
+        """Round 0: the server-side evaluation of the initial model."""
+        metrics: dict[str, Any] = {"round": 0, "elapsed_s": 0.0}
+        if self.scenario.evaluation.server_every:
+            metrics.update(self.strategy.server_evaluate(0, self.arrays))
+        self._emit(RoundResult(0, metrics))
+
+    def run_round(self, server_round: int) -> RoundResult:
+        """One round: train, aggregate, evaluate (clients, then server)."""
+        strategy, grid = self.strategy, self.grid
+        train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
+        replies = list(grid.send_and_receive(train_msgs))
+        rows, ok = _client_rows(server_round, "train", train_msgs, replies, strategy)
+        if train_msgs and not ok:
+            raise RunFailed(f"round {server_round}: every client failed; first error: {rows[0].get('error')}")
+        arrays, train_metrics = strategy.aggregate_train(server_round, ok)
+        if arrays is not None:
+            self.arrays = arrays
+        metrics: dict[str, Any] = {
+            "round": server_round,
+            "clients_sampled": len(train_msgs),
+            "clients_ok": len(ok),
+            "bytes_down": sum(r["bytes_down"] for r in rows),
+            "bytes_up": sum(r.get("bytes_up", 0) for r in rows),
+        }
+        metrics.update({f"train_{k}": v for k, v in (train_metrics or {}).items() if k != "num-examples"})
+
+        eval_msgs = list(strategy.configure_evaluate(server_round, self.arrays, ConfigRecord(), grid))
+        if eval_msgs:
+            eval_replies = list(grid.send_and_receive(eval_msgs))
+            eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
+            rows += eval_rows
+            agg = strategy.aggregate_evaluate(server_round, eval_ok) or {}
+            metrics.update({f"clients_{k}": v for k, v in agg.items() if k != "num-examples"})
+            metrics["bytes_down"] += sum(r["bytes_down"] for r in eval_rows)
+            metrics["bytes_up"] += sum(r.get("bytes_up", 0) for r in eval_rows)
+
+        every = self.scenario.evaluation.server_every
+        if every and (server_round % every == 0 or server_round == self.scenario.rounds):
+            metrics.update(strategy.server_evaluate(server_round, self.arrays))
+        metrics["elapsed_s"] = self.elapsed_s
+        return RoundResult(server_round, metrics, rows)
+
+    def run(self, stop_after: int | None = None) -> None:
+        """Run the remaining rounds (or up to ``stop_after``)."""
+        last = self.scenario.rounds if stop_after is None else min(stop_after, self.scenario.rounds)
+        for server_round in range(self.round + 1, last + 1):
+            result = self.run_round(server_round)
+            self.round = server_round
+            self._emit(result)

@@ -1,0 +1,164 @@
+"""What every fedsim strategy adds to a Flower strategy.
+
+Flower's strategies sample nodes with ``random.sample`` on the global RNG and by
+node id, which differs between runtimes. fedsim samples by *partition id* with a
+generator derived from (seed, round, purpose), so a scenario samples the same
+clients on every runtime and on resume, and aggregates replies in partition order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from fedsim.scenario import Scenario
+
+#: Metric keys a client reports for bookkeeping; they are not averaged.
+BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the server learns about a node when the run starts."""
+
+    node_id: int
+    partition_id: int
+    num_train: int
+    num_test: int
+
+
+def aggregate_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Weighted mean of each metric across replies, bookkeeping keys left out."""
+    weights = np.array([float(next(iter(r.metric_records.values()))[weighted_by_key]) for r in records])
+    out = MetricRecord()
+    if weights.sum() <= 0:
+        return out
+    weights = weights / weights.sum()
+    keys = [
+        k
+        for k, v in next(iter(records[0].metric_records.values())).items()
+        if k not in BOOKKEEPING_KEYS and k != weighted_by_key and isinstance(v, int | float)
+    ]
+    for key in keys:
+        vals = [float(next(iter(r.metric_records.values())).get(key, 0.0)) for r in records]
+        out[key] = float(np.dot(weights, vals))
+    out[weighted_by_key] = int(
+        sum(int(next(iter(r.metric_records.values()))[weighted_by_key]) for r in records)
+    )
+    return out
+
+
+class FedsimStrategyMixin:
+    """Deterministic sampling by partition id, ordered aggregation, checkpoint state.
+
+    Subclasses combine it with a Flower strategy (``class X(FedsimStrategyMixin,
+    flwr FedAvg)``) and may override :meth:`train_config` to add keys, as Flower's
+    FedProx does with ``proximal-mu``.
+    """
+
+    #: True when clients keep state between rounds (``context.state``).
+    stateful_clients: bool = False
+
+    def setup(self, scenario: Scenario, nodes: list[NodeInfo]) -> None:
+        """Called once by the round loop before the first round."""
+        self.scenario = scenario
+        self.nodes = sorted(nodes, key=lambda n: n.partition_id)
+        self._pid_of = {n.node_id: n.partition_id for n in self.nodes}
+
+    # -- sampling ---------------------------------------------------------------
+
+    def sample(self, server_round: int, purpose: int, count: int) -> list[NodeInfo]:
+        """``count`` nodes drawn without replacement from (seed, round, purpose)."""
+        count = min(count, len(self.nodes))
+        if count == len(self.nodes):
+            return list(self.nodes)
+        rng = np.random.default_rng([self.scenario.seed, server_round, purpose])
+        picked = np.sort(rng.choice(len(self.nodes), size=count, replace=False))
+        return [self.nodes[i] for i in picked]
+
+    def partition_of(self, msg: Message) -> int:
+        """The partition id of the node that sent ``msg``."""
+        return self._pid_of[msg.metadata.src_node_id]
+
+    def ordered(self, replies: Iterable[Message]) -> list[Message]:
+        """Replies sorted by partition id (aggregation order fixed across runtimes)."""
+        return sorted(replies, key=self.partition_of)
+
+    # -- hooks ------------------------------------------------------------------
+
+    def train_config(self, server_round: int) -> dict[str, Any]:
+        """Extra config keys sent with every train message."""
+        return {}
+
+    def train_content(self, server_round: int, arrays: ArrayRecord, node: NodeInfo) -> RecordDict:
+        """The content of the train message to ``node`` (shared across nodes by default)."""
+        return self._shared_content
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample the cohort and build one train message per node."""
+        chosen = self.sample(server_round, 0, self.scenario.clients.per_round())
+        cfg = ConfigRecord({**dict(config), **self.train_config(server_round), "server-round": server_round})
+        self._shared_content = RecordDict({"arrays": arrays, "config": cfg})
+        return [
+            Message(
+                self.train_content(server_round, arrays, n),
+                dst_node_id=n.node_id,
+                message_type=MessageType.TRAIN,
+            )
+            for n in chosen
+        ]
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Client-side evaluation on local test sets, at the scenario's cadence."""
+        ev = self.scenario.evaluation
+        if ev.clients_every == 0 or server_round % ev.clients_every:
+            return []
+        candidates = [n for n in self.nodes if n.num_test > 0]
+        count = max(1, int(len(candidates) * ev.client_fraction))
+        if not candidates:
+            return []
+        rng = np.random.default_rng([self.scenario.seed, server_round, 1])
+        picked = (
+            candidates
+            if count >= len(candidates)
+            else [candidates[i] for i in np.sort(rng.choice(len(candidates), size=count, replace=False))]
+        )
+        cfg = ConfigRecord({**dict(config), "server-round": server_round})
+        content = RecordDict({"arrays": arrays, "config": cfg})
+        return [Message(content, dst_node_id=n.node_id, message_type=MessageType.EVALUATE) for n in picked]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's aggregation over replies in partition order."""
+        return super().aggregate_train(server_round, self.ordered(replies))  # type: ignore[misc]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Flower's aggregation over replies in partition order."""
+        return super().aggregate_evaluate(server_round, self.ordered(replies))  # type: ignore[misc]
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side state to checkpoint beyond the global arrays."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    # -- server-side evaluation -------------------------------------------------------
+
+    def server_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """Evaluate the global model on the balanced global test set."""
+        from fedsim.server.evaluate import central_evaluate
+
+        return central_evaluate(self.scenario, arrays)

@@ -1,0 +1,90 @@
+"""Plain training and evaluation loops shared by clients and the server.
+
+Batches are cut from in-memory tensors with a permutation drawn from an explicit
+``torch.Generator`` (no DataLoader, no global RNG), so a (seed, round, client)
+triple fixes every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.scenario import OptimizerSpec
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Mean loss and accuracy over ``num_examples`` samples."""
+
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (seed, round, client, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+    """The optimiser a scenario names."""
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain cross-entropy; returns (loss, logits)."""
+    logits = model(x)
+    return nn.functional.cross_entropy(logits, y), logits
+
+
+def train_epochs(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    loss_fn: LossFn = cross_entropy,
+) -> Stats:
+    """Train for ``epochs`` passes over (x, y); statistics of the last epoch."""
+    model.train()
+    n = len(y)
+    total_loss, correct = 0.0, 0
+    for _ in range(epochs):
+        total_loss, correct = 0.0, 0
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = x[idx], y[idx]
+            optimizer.zero_grad(set_to_none=True)
+            loss, logits = loss_fn(model, xb, yb)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+    return Stats(total_loss / max(n, 1), correct / max(n, 1), n)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> Stats:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y)."""
+    model.eval()
+    n = len(y)
+    total_loss, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        logits = model(xb)
+        total_loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return Stats(total_loss / max(n, 1), correct / max(n, 1), n)

@@ -1,0 +1,78 @@
+"""Per-process caches of what a scenario needs: its data, its client slices, a model.
+
+Built once per process (the in-process runtime, each Ray actor, each device) and
+reused by every client call in that process: no data or model is rebuilt per round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from fedsim.data import FederatedData, build_federated
+from fedsim.models import SplitModel, build_model
+from fedsim.scenario import Scenario, scenario_from_json
+
+
+@lru_cache(maxsize=8)
+def scenario_of(text: str) -> Scenario:
+    """Parse a resolved scenario (as carried in the run config), once per process."""
+    return scenario_from_json(text)
+
+
+def federated_data(scenario: Scenario) -> FederatedData:
+    """The scenario's dataset and partition (cached by the data builder)."""
+    d = scenario.data
+    return build_federated(
+        d.dataset,
+        d.options,
+        d.partition.name,
+        d.partition.params,
+        scenario.clients.num,
+        scenario.seed,
+        d.long_tail.imbalance_factor if d.long_tail else None,
+    )
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's training set and local test set, as tensors."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+@lru_cache(maxsize=4096)
+def _client_data(text: str, partition_id: int) -> ClientData:
+    fed = federated_data(scenario_of(text))
+    ds = fed.dataset
+    tr = torch.tensor(fed.train_indices[partition_id], dtype=torch.long)
+    te = torch.tensor(fed.test_indices[partition_id], dtype=torch.long)
+    return ClientData(ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te])
+
+
+def client_data(scenario: Scenario, partition_id: int) -> ClientData:
+    """The data of one client in simulation (cached per process)."""
+    return _client_data(scenario.to_json(), partition_id)
+
+
+def new_model(scenario: Scenario) -> SplitModel:
+    """A freshly initialised model for the scenario (deterministic for its seed)."""
+    ds = federated_data(scenario).dataset
+    return build_model(
+        scenario.model.name, scenario.model.params, ds.input_shape, ds.num_classes, scenario.seed
+    )
+
+
+@lru_cache(maxsize=8)
+def _worker_model(text: str, slot: str) -> SplitModel:
+    return new_model(scenario_of(text))
+
+
+def worker_model(scenario: Scenario, slot: str = "client") -> SplitModel:
+    """One model per process and slot, reused by every call: load weights into it in place."""
+    return _worker_model(scenario.to_json(), slot)

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny scenarios written to a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 3,
+    "rounds": 3,
+    "data": {"dataset": "digits", "partition": {"name": "dirichlet", "alpha": 0.5}},
+    "model": {"name": "cnn", "channels": [8, 16], "feature_dim": 32},
+    "algorithm": {"name": "fedavg"},
+    "clients": {"num": 6, "fraction": 0.5, "min": 2},
+    "train": {"local_epochs": 1, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5}},
+    "evaluation": {"server_every": 1, "clients_every": 1},
+    "output": {"checkpoint_every": 1},
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (extra wins)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def write_scenario(tmp_path: Path):
+    """Write a scenario (TINY merged with overrides) and return its path."""
+
+    def _write(extra: dict[str, Any] | None = None, name: str = "scenario.yaml") -> Path:
+        data = merge(TINY, {"output": {"dir": str(tmp_path / "runs")}})
+        data = merge(data, extra or {})
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return _write
