@@ -13,6 +13,7 @@ Every problem becomes one line ``FILE: KEY.PATH: what was expected`` raised as
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,13 @@ class Scenario(Strict):
     runtime: RuntimeSpec = RuntimeSpec()
     output: OutputSpec = OutputSpec()
 
+    @cached_property
+    def _json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
     def to_json(self) -> str:
         """The resolved scenario as canonical JSON (what runtimes pass around)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return self._json
 
     def to_yaml(self) -> str:
         """The resolved scenario as YAML."""

@@ -42,3 +42,12 @@ def write_scenario(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def server_identity():  # noqa: ANN201
+    """The task identity Flower gives a ServerApp process (needed to build Messages)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedsim.records import arrays_to_numpy
+from fedsim.records import arrays_to_numpy, numpy_to_arrays
 
 
 @dataclass
@@ -47,7 +46,7 @@ def _plain_to_recorddict(plain: dict[str, Any]) -> RecordDict:
     rd = RecordDict()
     for key, (kind, value) in plain.items():
         if kind == "arrays":
-            rd[key] = ArrayRecord({k: Array(np.asarray(v)) for k, v in value.items()})
+            rd[key] = numpy_to_arrays(value)
         elif kind == "metrics":
             rd[key] = MetricRecord(value)
         else:
@@ -77,7 +76,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     states = payload["client_states"]
     return Checkpoint(
         round=int(payload["round"]),
-        arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in payload["arrays"].items()}),
+        arrays=numpy_to_arrays(payload["arrays"]),
         strategy=payload["strategy"],
         client_states=None
         if states is None

@@ -16,6 +16,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.records import weighted_average
 from fedsim.scenario import Scenario
 
 #: Metric keys a client reports for bookkeeping; they are not averaged.
@@ -139,8 +140,20 @@ class FedsimStrategyMixin:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's aggregation over replies in partition order."""
-        return super().aggregate_train(server_round, self.ordered(replies))  # type: ignore[misc]
+        """Sample-weighted mean of the replies' arrays, in partition order.
+
+        Replies are checked by Flower's FedAvg (one ArrayRecord, one MetricRecord with
+        ``num-examples``); the mean is :func:`fedsim.records.weighted_average`, the same
+        arithmetic as Flower's ``aggregate_arrayrecords`` without decoding copies.
+        """
+        valid, _ = self._check_and_log_replies(self.ordered(replies), is_train=True)  # type: ignore[attr-defined]
+        if not valid:
+            return None, None
+        contents = [m.content for m in valid]
+        key = self.weighted_by_key  # type: ignore[attr-defined]
+        weights = [float(next(iter(c.metric_records.values()))[key]) for c in contents]
+        arrays = weighted_average([next(iter(c.array_records.values())) for c in contents], weights)
+        return arrays, self.train_metrics_aggr_fn(contents, key)  # type: ignore[attr-defined]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Flower's aggregation over replies in partition order."""

@@ -1,0 +1,45 @@
+"""The in-process Grid: delivery, persistent contexts, error replies, no copies."""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsim.runtimes.inprocess import InProcessGrid
+
+
+def make_app() -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        if msg.content["config"].get("fail"):
+            raise RuntimeError("boom")
+        count = int(context.state.config_records.get("s", ConfigRecord({"n": 0}))["n"]) + 1
+        context.state["s"] = ConfigRecord({"n": count})
+        pid = int(context.node_config["partition-id"])
+        same = msg.content is SHARED[0]
+        return Message(RecordDict({"m": MetricRecord({"pid": pid, "n": count, "same": int(same)})}), reply_to=msg)
+
+    return app
+
+
+SHARED: list[RecordDict] = []
+
+
+def test_delivery_state_and_errors() -> None:
+    grid = InProcessGrid(make_app(), 3, {"x": 1})
+    ids = list(grid.get_node_ids())
+    assert len(ids) == 3
+    SHARED[:] = [RecordDict({"config": ConfigRecord({})})]
+    for expected in (1, 2):
+        msgs = [Message(SHARED[0], dst_node_id=n, message_type=MessageType.TRAIN) for n in ids]
+        replies = list(grid.send_and_receive(msgs))
+        assert [r.metadata.src_node_id for r in replies] == ids
+        assert [int(r.content["m"]["pid"]) for r in replies] == [0, 1, 2]
+        assert all(int(r.content["m"]["n"]) == expected for r in replies)  # context.state persists
+        assert all(int(r.content["m"]["same"]) == 1 for r in replies)  # no copy of the content
+    assert set(grid.client_states()) == {0, 1, 2}
+    bad = Message(RecordDict({"config": ConfigRecord({"fail": True})}), dst_node_id=ids[0], message_type="train")
+    (reply,) = grid.send_and_receive([bad])
+    assert reply.has_error() and "RuntimeError: boom" in reply.error.reason
