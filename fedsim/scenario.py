@@ -121,7 +121,7 @@ class RaySpec(Strict):
     """Options of the ``ray`` runtime."""
 
     address: str | None = Field(None, description="join this Ray cluster; None starts one")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per client actor")
+    num_cpus: int = Field(1, ge=1, description="CPUs per client actor (Flower takes whole CPUs)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per client actor")
 
 

@@ -45,7 +45,7 @@ def write_scenario(tmp_path: Path):
 
 
 @pytest.fixture
-def server_identity():  # noqa: ANN201
+def server_identity():
     """The task identity Flower gives a ServerApp process (needed to build Messages)."""
     from flwr.supercore.task_identity import TaskIdentity
 

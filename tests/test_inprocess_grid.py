@@ -19,7 +19,9 @@ def make_app() -> ClientApp:
         context.state["s"] = ConfigRecord({"n": count})
         pid = int(context.node_config["partition-id"])
         same = msg.content is SHARED[0]
-        return Message(RecordDict({"m": MetricRecord({"pid": pid, "n": count, "same": int(same)})}), reply_to=msg)
+        return Message(
+            RecordDict({"m": MetricRecord({"pid": pid, "n": count, "same": int(same)})}), reply_to=msg
+        )
 
     return app
 
@@ -40,6 +42,8 @@ def test_delivery_state_and_errors() -> None:
         assert all(int(r.content["m"]["n"]) == expected for r in replies)  # context.state persists
         assert all(int(r.content["m"]["same"]) == 1 for r in replies)  # no copy of the content
     assert set(grid.client_states()) == {0, 1, 2}
-    bad = Message(RecordDict({"config": ConfigRecord({"fail": True})}), dst_node_id=ids[0], message_type="train")
+    bad = Message(
+        RecordDict({"config": ConfigRecord({"fail": True})}), dst_node_id=ids[0], message_type="train"
+    )
     (reply,) = grid.send_and_receive([bad])
     assert reply.has_error() and "RuntimeError: boom" in reply.error.reason

@@ -44,8 +44,12 @@ def test_weighted_average_matches_flower_and_hand_values() -> None:
 
 def test_aggregate_metrics_weighted_and_skips_bookkeeping() -> None:
     recs = [
-        RecordDict({"m": MetricRecord({"num-examples": 1, "loss": 1.0, "partition-id": 3, "compute-s": 9.0})}),
-        RecordDict({"m": MetricRecord({"num-examples": 3, "loss": 2.0, "partition-id": 5, "compute-s": 1.0})}),
+        RecordDict(
+            {"m": MetricRecord({"num-examples": 1, "loss": 1.0, "partition-id": 3, "compute-s": 9.0})}
+        ),
+        RecordDict(
+            {"m": MetricRecord({"num-examples": 3, "loss": 2.0, "partition-id": 5, "compute-s": 1.0})}
+        ),
     ]
     out = aggregate_metrics(recs, "num-examples")
     assert dict(out) == {"loss": pytest.approx(1.75), "num-examples": 4}

@@ -1,0 +1,200 @@
+"""The ``ray`` runtime: Flower's Simulation Engine, through ``flwr run``.
+
+fedsim starts its own ``flower-superlink --simulation`` (with
+``--disable-runtime-dependency-installation``, so the current environment is used
+as is, with no build of a runtime environment) and a ``flower-superexec``, both in
+one process group it owns, on a free loopback port, with a private ``FLWR_HOME``
+inside the run folder. It then submits a generated app folder with ``flwr run``,
+passing the scenario as a run-config TOML file, follows progress through the run
+folder's metrics.jsonl, and ends the process group when the run is over.
+
+``runtime.ray.address`` joins an existing Ray cluster (``RAY_ADDRESS`` of the
+simulation process); without it the run gets a private local Ray instance even if
+a cluster was started on this machine.
+
+Logs: ``RUN/flower/superlink.log`` (SuperLink, SuperExec, Ray) and
+``RUN/flower/run.log`` (the ServerApp's and ClientApps' output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fedsim.apps import write_app_dir
+from fedsim.runstore import METRICS_FILE
+from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
+from fedsim.server.callbacks import summarise
+
+FEDERATION = "fedsim"
+BIN = Path(sys.executable).parent
+
+
+class RayRunFailed(RuntimeError):
+    """The Flower run did not complete."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FlowerSimulation:
+    """A private SuperLink + SuperExec in simulation mode, and the ``flwr`` calls to use it."""
+
+    def __init__(self, work: Path, ray_address: str | None) -> None:
+        self.work = work
+        self.home = work / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(self.home),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "RAY_ADDRESS": ray_address or "local",
+            "RAY_DEDUP_LOGS": "0",
+        }
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n\n'
+            f'[superlink.{FEDERATION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the SuperLink and SuperExec and wait until the SuperLink is healthy."""
+        log = open(self.work / "superlink.log", "wb")  # noqa: SIM115 - kept open for the children
+        addr = f"127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "process",
+             "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT, process_group=0,
+        )  # fmt: skip
+        subprocess.Popen(
+            [str(BIN / "flower-superexec"), "--insecure", "--runtime-api-address", addr,
+             "--parent-pid", str(self._proc.pid)],
+            env=self.env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT, process_group=self._proc.pid,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RayRunFailed(f"flower-superlink exited with {self._proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"http://{addr}/health", timeout=0.5) as res:  # loopback only
+                    if res.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RayRunFailed(f"flower-superlink not healthy after {timeout:.0f} s; see {log.name}")
+
+    def flwr(self, *args: str) -> dict[str, Any]:
+        """Call the ``flwr`` CLI with JSON output (its exit code is 0 even on errors)."""
+        res = subprocess.run(
+            [str(BIN / "flwr"), *args, "--format", "json"],
+            env=self.env,
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+        )
+        try:
+            return json.loads(res.stdout)
+        except json.JSONDecodeError:
+            return {"success": False, "error-message": (res.stdout + res.stderr)[-2000:]}
+
+    def log_follower(self, run_id: str) -> subprocess.Popen[bytes]:
+        """``flwr log --stream`` into run.log; the process ends when the run finishes."""
+        out = open(self.work / "run.log", "wb")  # noqa: SIM115 - kept open for the child
+        return subprocess.Popen(
+            [str(BIN / "flwr"), "log", run_id, FEDERATION, "--stream"],
+            env=self.env, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def status(self, run_id: str) -> tuple[str, str]:
+        """(status, details) of a run, e.g. ("finished:completed", "")."""
+        runs = self.flwr("ls", FEDERATION, "--run-id", run_id).get("runs") or [{}]
+        return str(runs[0].get("status", "unknown")), str(runs[0].get("status-details", ""))
+
+    def stop(self) -> None:
+        """End the whole process group (SIGTERM, then SIGKILL for Ray's agents)."""
+        if self._proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:
+                break
+            if sig == signal.SIGTERM:
+                try:
+                    self._proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                time.sleep(1.0)
+        self._proc.wait()
+        self._proc = None
+
+
+def _follow(request: LaunchRequest, sim: FlowerSimulation, run_id: str) -> None:
+    follower = sim.log_follower(run_id)
+    metrics, seen = request.folder.path / METRICS_FILE, 0
+    try:
+        while follower.poll() is None:
+            if metrics.exists():
+                rows = request.folder.read(METRICS_FILE)
+                for row in rows[seen:]:
+                    for cb in request.callbacks:
+                        cb.update(row)
+                seen = len(rows)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        sim.flwr("stop", run_id, FEDERATION)
+        raise
+    finally:
+        if follower.poll() is None:
+            follower.terminate()
+    for row in request.folder.read(METRICS_FILE)[seen:]:
+        for cb in request.callbacks:
+            cb.update(row)
+
+
+@RUNTIMES.register("ray", summary="Flower's Simulation Engine on Ray, through flwr run")
+def launch(request: LaunchRequest) -> None:
+    """Run the scenario on Flower's Simulation Engine; results land in the run folder."""
+    sc = request.scenario
+    work = request.folder.path / "flower"
+    app_dir = write_app_dir(work / "app")
+    overrides = work / "run-config.toml"
+    overrides.write_text(tomli_w.dumps(request.run_config()))
+    sim = FlowerSimulation(work, sc.runtime.ray.address)
+    federation = (
+        f"num-supernodes={sc.clients.num} client-resources-num-cpus={sc.runtime.ray.num_cpus} "
+        f"client-resources-num-gpus={float(sc.runtime.ray.num_gpus)}"
+    )
+    try:
+        sim.start()
+        res = sim.flwr(
+            "run", str(app_dir), FEDERATION, "--federation-config", federation, "--run-config", str(overrides)
+        )
+        if not res.get("success"):
+            raise RayRunFailed(f"flwr run refused the run: {res.get('error-message')}")
+        run_id = str(res["run-id"])
+        _follow(request, sim, run_id)
+        status, details = sim.status(run_id)
+    finally:
+        sim.stop()
+    if status != "finished:completed":
+        if not request.folder.summary():
+            summarise(request.folder, "failed", None, {"error": details})
+        raise RayRunFailed(f"Flower run {run_id} ended as {status}: {details}; logs in {work}")
