@@ -8,7 +8,8 @@ Workloads (small CNN, 1 local epoch, batch 10, 3 rounds, no evaluation):
 ``100x50``: 100 clients x 50 samples, all clients every round;
 ``1000x50``: 1,000 clients x 50 samples, 50 sampled per round.
 
-Prints seconds and the ratios inprocess/plain and ray/inprocess. Run:
+Prints seconds (best of --repeat for plain and inprocess; ray once, its start-up
+included) and the ratios inprocess/plain and ray/inprocess. Run:
 
     python benchmarks/runtime_overhead.py [--skip-ray] [--shapes 100x50,1000x50]
 """
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--shapes", default=",".join(WORKLOADS))
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for plain and inprocess")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch threads: {torch.get_num_threads()} (all three ways run single-threaded per process)")
@@ -113,8 +115,10 @@ def main() -> None:
                 path.write_text(yaml.safe_dump(scenario_dict(n, frac, Path(tmp) / "runs", runtime)))
                 if runtime == "inprocess":
                     plain_loop(path)  # warm-up (first torch calls)
-                    times["plain"] = plain_loop(path)
-                times[runtime] = framework_run(path)
+                    times["plain"] = min(plain_loop(path) for _ in range(args.repeat))
+                    times[runtime] = min(framework_run(path) for _ in range(args.repeat))
+                else:
+                    times[runtime] = framework_run(path)
             line = "  ".join(f"{k} {v:6.2f}s" for k, v in times.items())
             ratios = f"inprocess/plain {times['inprocess'] / times['plain']:.2f}x"
             if "ray" in times:

@@ -36,7 +36,8 @@ def test_weighted_average_matches_flower_and_hand_values() -> None:
     np.testing.assert_allclose(array_view(avg["w"]), [3.0, 6.0])  # (1*[1,2] + 2*[4,8]) / 3
     assert array_view(avg["n"]).dtype == np.int64 and int(array_view(avg["n"])) == 4
     replies = [
-        RecordDict({"arrays": r, "metrics": MetricRecord({"num-examples": w})}) for r, w in zip(recs, [1, 2])
+        RecordDict({"arrays": r, "metrics": MetricRecord({"num-examples": w})})
+        for r, w in zip(recs, [1, 2], strict=True)
     ]
     flower = aggregate_arrayrecords(replies, "num-examples")
     np.testing.assert_allclose(array_view(avg["w"]), flower["w"].numpy(), rtol=1e-6)

@@ -18,6 +18,7 @@ Logs: ``RUN/flower/superlink.log`` (SuperLink, SuperExec, Ray) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -137,10 +138,8 @@ class FlowerSimulation:
             except ProcessLookupError:
                 break
             if sig == signal.SIGTERM:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
                 time.sleep(1.0)
         self._proc.wait()
         self._proc = None
