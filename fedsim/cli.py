@@ -121,6 +121,24 @@ def run(
     )
 
 
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
+    """Final (and best) accuracies of several runs side by side."""
+    from rich.table import Table
+
+    from fedsim.compare import label, run_table
+
+    keys, table_rows = run_table(runs)
+    table = Table(title="final (best)")
+    table.add_column("metric", style="bold")
+    for r in table_rows:
+        table.add_column(f"{r['run']}\n{r['algorithm']}, {r['rounds']} rounds", justify="right")
+    for key in keys:
+        cells = [f"{r[key][0]:.4f} ({r[key][1]:.4f})" if key in r else "-" for r in table_rows]
+        table.add_row(label(key), *cells)
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry point: one line and exit code 2 for user errors."""
     try:

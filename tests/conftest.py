@@ -8,6 +8,21 @@ from typing import Any
 import pytest
 import yaml
 
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Generated artefacts (SSE-C, teachers) cached in a folder of the test session."""
+    import os
+
+    old = os.environ.get("FEDSIM_CACHE")
+    os.environ["FEDSIM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("FEDSIM_CACHE", None)
+    else:
+        os.environ["FEDSIM_CACHE"] = old
+
+
 TINY: dict[str, Any] = {
     "name": "tiny",
     "seed": 3,

@@ -12,13 +12,12 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.records import model_to_arrays
 from fedsim.runstore import RunFolder
 from fedsim.server.callbacks import Checkpointer, RowWriter, summarise
 from fedsim.server.checkpoint import load_checkpoint
 from fedsim.server.rounds import Callback, RoundLoop, discover
 from fedsim.strategies import build_strategy
-from fedsim.workspace import new_model, scenario_of
+from fedsim.workspace import scenario_of
 
 app = ServerApp()
 
@@ -47,9 +46,7 @@ def run_server(
     else:
         if bool(cfg.get("resume", False)):
             folder.truncate_after(-1)
-        loop = RoundLoop(
-            scenario, strategy, grid, model_to_arrays(new_model(scenario)), [*writers, *callbacks]
-        )
+        loop = RoundLoop(scenario, strategy, grid, strategy.initial_arrays(), [*writers, *callbacks])
         loop.initial_evaluation()
     status = "failed"
     try:

@@ -110,6 +110,16 @@ def _client_rows(
     return rows, ok
 
 
+def _prefixed(prefix: str, metrics: Any) -> dict[str, Any]:
+    """Aggregated client metrics as metrics.jsonl columns: ``accuracy-tail`` ->
+    ``{prefix}_accuracy_tail``; sample counts are left out."""
+    return {
+        f"{prefix}_{k.replace('-', '_')}": v
+        for k, v in (metrics or {}).items()
+        if not k.startswith("num-examples")
+    }
+
+
 class RoundLoop:
     """Runs rounds ``start+1 .. scenario.rounds`` of a strategy on a grid."""
 
@@ -166,7 +176,7 @@ class RoundLoop:
             "bytes_down": sum(r["bytes_down"] for r in rows),
             "bytes_up": sum(r.get("bytes_up", 0) for r in rows),
         }
-        metrics.update({f"train_{k}": v for k, v in (train_metrics or {}).items() if k != "num-examples"})
+        metrics.update(_prefixed("train", train_metrics))
 
         eval_msgs = list(strategy.configure_evaluate(server_round, self.arrays, ConfigRecord(), grid))
         if eval_msgs:
@@ -174,7 +184,7 @@ class RoundLoop:
             eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
             rows += eval_rows
             agg = strategy.aggregate_evaluate(server_round, eval_ok) or {}
-            metrics.update({f"clients_{k}": v for k, v in agg.items() if k != "num-examples"})
+            metrics.update(_prefixed("clients", agg))
             metrics["bytes_down"] += sum(r["bytes_down"] for r in eval_rows)
             metrics["bytes_up"] += sum(r.get("bytes_up", 0) for r in eval_rows)
 

@@ -33,24 +33,32 @@ class NodeInfo:
     num_test: int
 
 
+def _metric_weight_key(key: str, first: MetricRecord, default: str) -> str:
+    """``accuracy-tail`` is weighted by ``num-examples-tail`` when clients report it."""
+    group = key.rsplit("-", 1)[-1]
+    return f"num-examples-{group}" if f"num-examples-{group}" in first else default
+
+
 def aggregate_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
-    """Weighted mean of each metric across replies, bookkeeping keys left out."""
-    weights = np.array([float(next(iter(r.metric_records.values()))[weighted_by_key]) for r in records])
+    """Weighted mean of each metric across replies; counts (``num-examples*``) summed.
+
+    A metric is weighted by ``num-examples``, or by ``num-examples-<group>`` for a
+    per-group metric ``<name>-<group>`` (so a tail-class accuracy is averaged over
+    tail samples, not over clients). Bookkeeping keys are left out.
+    """
+    metrics = [next(iter(r.metric_records.values())) for r in records]
+    first = metrics[0]
     out = MetricRecord()
-    if weights.sum() <= 0:
-        return out
-    weights = weights / weights.sum()
-    keys = [
-        k
-        for k, v in next(iter(records[0].metric_records.values())).items()
-        if k not in BOOKKEEPING_KEYS and k != weighted_by_key and isinstance(v, int | float)
-    ]
-    for key in keys:
-        vals = [float(next(iter(r.metric_records.values())).get(key, 0.0)) for r in records]
-        out[key] = float(np.dot(weights, vals))
-    out[weighted_by_key] = int(
-        sum(int(next(iter(r.metric_records.values()))[weighted_by_key]) for r in records)
-    )
+    for key, value in first.items():
+        if key in BOOKKEEPING_KEYS or not isinstance(value, int | float):
+            continue
+        if key.startswith(weighted_by_key):
+            out[key] = int(sum(int(m.get(key, 0)) for m in metrics))
+            continue
+        wkey = _metric_weight_key(key, first, weighted_by_key)
+        weights = np.array([float(m.get(wkey, 0)) for m in metrics])
+        if weights.sum() > 0:
+            out[key] = float(np.dot(weights / weights.sum(), [float(m.get(key, 0.0)) for m in metrics]))
     return out
 
 
@@ -168,7 +176,14 @@ class FedsimStrategyMixin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
-    # -- server-side evaluation -------------------------------------------------------
+    # -- model and server-side evaluation ------------------------------------------
+
+    def initial_arrays(self) -> ArrayRecord:
+        """The global arrays before round 1 (the scenario's model, freshly initialised)."""
+        from fedsim.records import model_to_arrays
+        from fedsim.workspace import new_model
+
+        return model_to_arrays(new_model(self.scenario))
 
     def server_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
         """Evaluate the global model on the balanced global test set."""

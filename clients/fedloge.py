@@ -1,0 +1,116 @@
+"""FedLoGe client (Xiao et al., ICLR 2024; METHODS.md section 1).
+
+Per batch, with z = f_theta(x):
+- L_bb  = CE(SSE-C(z), y)          updates the backbone only (SSE-C is frozen);
+- L_aux = CE(psi(z.detach()), y)   updates the auxiliary global head psi only;
+- L_loc = CE(phi_k(z.detach()), y) updates the local head phi_k only.
+The three losses touch disjoint parameters, so one backward pass of their sum and one
+SGD step over all three sets equals three separate optimisers (fresh every round, the
+scenario's optimiser; the authors use SGD lr 0.03, momentum 0.5).
+
+The backbone and psi go back to the server. phi_k lives in ``context.state`` for the
+whole run and never leaves the client. Local evaluation uses GLA-FR's local model:
+phi_k(z) + psi_k(z), psi_k_c = ||phi_k_c|| psi_c, classes absent locally masked.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message
+from torch import nn
+
+from clients.common import arrays_of, client_env, reply
+from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.methods.fedloge import local_logits, realign_generic
+from fedsim.metrics import class_group_index, group_accuracy, mask_absent, present_classes
+from fedsim.records import load_arrays, state_to_arrays
+from fedsim.strategies.fedloge import params_of, worker_net
+from fedsim.training import Stats, derive_seed, make_optimizer, train_epochs
+
+#: Key of the local head in ``context.state`` (never sent).
+PHI_KEY = "fedloge.phi"
+#: Key of the number of rounds the local head has been trained (reported, not the head).
+AGE_KEY = "fedloge.phi-age"
+
+
+def local_head(
+    context: Context, feature_dim: int, num_classes: int, seed: int, pid: int
+) -> tuple[nn.Linear, int]:
+    """phi_k from ``context.state`` (or a fresh one, seeded by (seed, client)) and its age."""
+    phi = nn.Linear(feature_dim, num_classes)
+    if PHI_KEY in context.state.array_records:
+        load_arrays(phi, context.state.array_records[PHI_KEY])
+        return phi, int(context.state.config_records[AGE_KEY]["rounds"])
+    gen = torch.Generator().manual_seed(derive_seed(seed, pid, 0xF1))
+    with torch.no_grad():
+        bound = 1.0 / feature_dim**0.5
+        phi.weight.uniform_(-bound, bound, generator=gen)
+        phi.bias.uniform_(-bound, bound, generator=gen)
+    return phi, 0
+
+
+def train(msg: Message, context: Context) -> Message:
+    """One round of FedLoGe local training."""
+    from flwr.app import ConfigRecord
+
+    env = client_env(msg, context)
+    with env.timed():
+        net = worker_net(env.scenario)
+        load_arrays(net, msg.content["arrays"])
+        d, c = net.psi.in_features, net.psi.out_features
+        phi, age = local_head(context, d, c, env.scenario.seed, env.partition_id)
+
+        def loss_fn(_model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z = net.features(x)
+            logits = z @ net.ssec.T
+            zd = z.detach()
+            ce = nn.functional.cross_entropy
+            return ce(logits, y) + ce(net.psi(zd), y) + ce(phi(zd), y), logits
+
+        spec = env.scenario.train
+        params = [*net.features.parameters(), *net.psi.parameters(), *phi.parameters()]
+        stats = train_epochs(
+            net,
+            env.data.x_train,
+            env.data.y_train,
+            epochs=spec.local_epochs,
+            batch_size=spec.batch_size,
+            optimizer=make_optimizer(params, spec.optimizer),
+            generator=env.generator(),
+            loss_fn=loss_fn,
+        )
+        context.state[PHI_KEY] = state_to_arrays(phi.state_dict())
+        context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
+        arrays = arrays_of(net)
+    return reply(msg, env, stats, arrays, **{"local-head-rounds": age + 1})
+
+
+@torch.no_grad()
+def evaluate_local(msg: Message, context: Context) -> Message:
+    """GLA-FR local accuracy on the client's local test set (and per class group)."""
+    env = client_env(msg, context)
+    with env.timed():
+        net = worker_net(env.scenario)
+        load_arrays(net, msg.content["arrays"])
+        net.eval()
+        d, c = net.psi.in_features, net.psi.out_features
+        x, y = env.data.x_test, env.data.y_test
+        z = net.features(x)
+        present = present_classes(env.data.y_train, c)
+        if PHI_KEY in context.state.array_records:
+            phi, _ = local_head(context, d, c, env.scenario.seed, env.partition_id)
+            logits = local_logits(z, phi, net.psi, present)
+        else:  # never trained here yet: the realigned generic head, masked
+            psi_hat = realign_generic(net.psi.weight, params_of(env.scenario).generic_scale)
+            logits = mask_absent(z @ psi_hat.T + net.psi.bias, present)
+        pred = logits.argmax(1)
+        n = len(y)
+        acc = float((pred == y).float().mean()) if n else 0.0
+        loss = float(nn.functional.cross_entropy(logits, y)) if n else 0.0
+        groups = group_accuracy(pred, y, class_group_index(env.scenario))
+    return reply(
+        msg, env, Stats(loss, acc, n), **groups, **{"has-local-head": float(PHI_KEY in context.state)}
+    )
+
+
+CLIENT_ALGORITHMS.register("fedloge")(ClientAlgorithm(train=train, evaluate=evaluate_local))

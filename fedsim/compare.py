@@ -1,0 +1,52 @@
+"""Side-by-side comparison of run folders: final and best value of each metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedsim.errors import UserError
+from fedsim.runstore import METRICS_FILE, RunFolder
+
+#: (metrics.jsonl column, label), in the order shown; absent columns are skipped.
+COLUMNS = (
+    ("server_accuracy", "generic"),
+    ("server_ssec_accuracy", "generic (SSE-C)"),
+    ("clients_accuracy", "local"),
+    ("clients_accuracy_masked", "local (masked)"),
+    ("server_accuracy_head", "generic head"),
+    ("server_accuracy_middle", "generic middle"),
+    ("server_accuracy_tail", "generic tail"),
+    ("clients_accuracy_head", "local head"),
+    ("clients_accuracy_middle", "local middle"),
+    ("clients_accuracy_tail", "local tail"),
+    ("clients_accuracy_masked_tail", "local tail (masked)"),
+)
+
+
+def run_table(paths: list[Path]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per run: name, algorithm, rounds, and final/best of every known column."""
+    runs = []
+    for path in paths:
+        folder = RunFolder(path)
+        if not (path / METRICS_FILE).exists():
+            raise UserError(f"{path}: no {METRICS_FILE}; expected a run folder written by 'fedsim run'")
+        rows = folder.read(METRICS_FILE)
+        scenario = folder.scenario()
+        entry: dict[str, Any] = {
+            "run": path.name,
+            "algorithm": scenario.algorithm.name,
+            "rounds": rows[-1]["round"] if rows else 0,
+        }
+        for key, _ in COLUMNS:
+            values = [r[key] for r in rows if key in r]
+            if values:
+                entry[key] = (values[-1], max(values))
+        runs.append(entry)
+    present = [key for key, _ in COLUMNS if any(key in r for r in runs)]
+    return present, runs
+
+
+def label(key: str) -> str:
+    """Human label of a metrics column."""
+    return dict(COLUMNS).get(key, key)

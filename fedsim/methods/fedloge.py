@@ -1,0 +1,132 @@
+"""FedLoGe's maths (Xiao et al., ICLR 2024, https://arxiv.org/abs/2401.08977).
+
+SSE-C, the static sparse equiangular-tight-frame classifier (METHODS.md section 1):
+
+1. P (d x C) from the QR factorisation of a U(0, 1) matrix, so P^T P = I;
+2. M = sqrt(C/(C-1)) P (I_C - 1/C 1 1^T)  (a simplex ETF, unit columns);
+3. zero floor(beta d C) entries chosen uniformly over the whole matrix (beta = 0.6);
+4. re-optimise the non-zero entries with Adam (lr 1e-4):
+   L = sum_c (||M_c|| - 0.1)^2 - mean_c arccos(clamp(max_{j != c} cos(M_c, M_j)))
+   with masked gradients (zeros stay zero);
+5. the classifier is Linear(d, C, bias=False) with weight M^T, frozen for the run.
+
+GLA-FR (feature realignment, no training):
+
+- generic: psi_hat_c = 1.7 * psi_c / ||psi_c|| per class row, bias unchanged;
+- local: logits = phi_k(z) + psi_k(z) with psi_k_c = ||phi_k_c|| * psi_c (the literal
+  METHODS.md formula: psi_c is the aggregated row, not re-normalised), and classes
+  absent from client k's training data masked.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.metrics import mask_absent
+
+ETF_NORM = 0.1
+GENERIC_SCALE = 1.7
+
+
+def simplex_etf(d: int, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
+    """M = sqrt(C/(C-1)) P (I - 11^T/C) with P^T P = I (steps 1-2), as float64 [d, C]."""
+    if d < num_classes:
+        raise ValueError(f"SSE-C needs feature dimension d >= classes C, got d={d} < C={num_classes}")
+    a = torch.from_numpy(rng.uniform(0.0, 1.0, size=(d, num_classes)))
+    p, _ = torch.linalg.qr(a)
+    c = num_classes
+    centre = torch.eye(c, dtype=torch.float64) - torch.full((c, c), 1.0 / c, dtype=torch.float64)
+    return (c / (c - 1)) ** 0.5 * p @ centre
+
+
+def sparsity_mask(d: int, num_classes: int, beta: float, rng: np.random.Generator) -> torch.Tensor:
+    """Bool [d, C], False at floor(beta d C) positions drawn uniformly over the matrix."""
+    total = d * num_classes
+    zero = rng.choice(total, size=int(np.floor(beta * total)), replace=False)
+    keep = np.ones(total, dtype=bool)
+    keep[zero] = False
+    return torch.from_numpy(keep.reshape(d, num_classes))
+
+
+def max_neighbour_cosine(m: torch.Tensor) -> torch.Tensor:
+    """For each column c: max_{j != c} cos(M_c, M_j)  ([C])."""
+    unit = m / m.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    cos = unit.T @ unit
+    cos = cos - 2.0 * torch.eye(cos.shape[0], dtype=cos.dtype)  # exclude j == c
+    return cos.max(dim=1).values
+
+
+def ssec_loss(m: torch.Tensor) -> torch.Tensor:
+    """sum_c (||M_c|| - 0.1)^2 - mean_c arccos(clamp(max_{j!=c} cos(M_c, M_j)))."""
+    norm_term = ((m.norm(dim=0) - ETF_NORM) ** 2).sum()
+    angle = torch.arccos(max_neighbour_cosine(m).clamp(-0.99999, 0.99999)).mean()
+    return norm_term - angle
+
+
+def generate_ssec(
+    d: int, num_classes: int, seed: int, beta: float = 0.6, steps: int = 3000, lr: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M [d, C] float32 after re-optimisation, the mask, the sparse ETF before it)."""
+    rng = np.random.default_rng([seed, 0x55EC])
+    etf = simplex_etf(d, num_classes, rng)
+    mask = sparsity_mask(d, num_classes, beta, rng)
+    start = etf * mask
+    m = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([m], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        ssec_loss(m).backward()
+        m.grad.mul_(mask)  # masked gradient: zeros stay zero
+        opt.step()
+        with torch.no_grad():
+            m.mul_(mask)  # Adam's update is zero where the gradient always was
+    return m.detach().float(), mask, start.float()
+
+
+def cache_dir() -> Path:
+    """Where generated artefacts are cached: ``$FEDSIM_CACHE`` or ``~/.cache/fedsim``."""
+    return Path(os.environ.get("FEDSIM_CACHE", Path.home() / ".cache" / "fedsim"))
+
+
+@lru_cache(maxsize=4)
+def cached_ssec(d: int, num_classes: int, seed: int, beta: float, steps: int) -> torch.Tensor:
+    """The SSE-C weight [C, d] (M^T) for the run's seed.
+
+    Generated once (10,000 Adam steps take ~10 s) and cached on disk, so every client
+    process and every later run regenerate nothing; the cache key holds every input.
+    """
+    file = cache_dir() / "ssec" / f"d{d}-c{num_classes}-seed{seed}-beta{beta}-steps{steps}.pt"
+    if file.exists():
+        weight = torch.load(file, weights_only=True)
+    else:
+        m, _, _ = generate_ssec(d, num_classes, seed, beta, steps)
+        weight = m.T.contiguous()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(weight, tmp)
+        os.replace(tmp, file)
+    weight.requires_grad_(False)
+    return weight
+
+
+def realign_generic(psi_weight: torch.Tensor, scale: float = GENERIC_SCALE) -> torch.Tensor:
+    """psi_hat rows: scale * psi_c / ||psi_c||."""
+    return scale * psi_weight / psi_weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def realign_local(phi_weight: torch.Tensor, psi_weight: torch.Tensor) -> torch.Tensor:
+    """psi_k rows: ||phi_k_c|| * psi_c."""
+    return phi_weight.norm(dim=1, keepdim=True) * psi_weight
+
+
+def local_logits(z: torch.Tensor, phi: nn.Linear, psi: nn.Linear, present: torch.Tensor) -> torch.Tensor:
+    """phi_k(z) + psi_k(z) with psi_k = realign_local (psi's bias kept), absent classes masked."""
+    psi_k = realign_local(phi.weight, psi.weight)
+    logits = phi(z) + z @ psi_k.T + psi.bias
+    return mask_absent(logits, present)
