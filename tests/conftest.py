@@ -10,7 +10,7 @@ import yaml
 
 
 @pytest.fixture(autouse=True, scope="session")
-def private_cache(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
     """Generated artefacts (SSE-C, teachers) cached in a folder of the test session."""
     import os
 

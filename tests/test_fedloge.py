@@ -75,7 +75,7 @@ def test_gla_fr_local_on_hand_made_tensors() -> None:
     assert out[0, 2].item() < -1e8
 
 
-def fedloge_scenario(write_scenario, **extra):  # noqa: ANN001, ANN201
+def fedloge_scenario(write_scenario, **extra):
     base = {
         "algorithm": {"name": "fedloge", "ssec_steps": 200},
         "data": {"long_tail": {"imbalance_factor": 5}},
@@ -109,7 +109,7 @@ def test_local_head_never_leaves_the_client_and_ssec_is_frozen(write_scenario) -
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     sent = reply.content["arrays"]
     assert set(sent.keys()) == set(arrays.keys())
-    assert all(k.startswith(("features.", "psi.")) for k in sent.keys())
+    assert all(k.startswith(("features.", "psi.")) for k in sent)
     state = grid.client_states()[0]
     phi = {k: array_view(v) for k, v in state["fedloge.phi"].items()}
     for value in sent.values():  # no array of the reply equals the local head's
