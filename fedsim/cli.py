@@ -122,13 +122,33 @@ def run(
 
 
 @app.command()
-def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders.")],
+    by_algorithm: Annotated[
+        bool,
+        typer.Option("--by-algorithm", help="Mean ± std of final values per algorithm (e.g. over seeds)."),
+    ] = False,
+) -> None:
     """Final (and best) accuracies of several runs side by side."""
     from rich.table import Table
 
-    from fedsim.compare import label, run_table
+    from fedsim.compare import grouped, label, run_table
 
     keys, table_rows = run_table(runs)
+    if by_algorithm:
+        stats = grouped(keys, table_rows)
+        table = Table(title="final value, mean ± std over runs")
+        table.add_column("metric", style="bold")
+        for algo, per in stats.items():
+            n = max((v[2] for v in per.values()), default=0)
+            table.add_column(f"{algo} (n={n})", justify="right")
+        for key in keys:
+            cells = [
+                f"{per[key][0]:.4f} ± {per[key][1]:.4f}" if key in per else "-" for per in stats.values()
+            ]
+            table.add_row(label(key), *cells)
+        console.print(table)
+        return
     table = Table(title="final (best)")
     table.add_column("metric", style="bold")
     for r in table_rows:

@@ -50,3 +50,18 @@ def run_table(paths: list[Path]) -> tuple[list[str], list[dict[str, Any]]]:
 def label(key: str) -> str:
     """Human label of a metrics column."""
     return dict(COLUMNS).get(key, key)
+
+
+def grouped(keys: list[str], runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Per algorithm and metric: (mean, std, n) of the final values over its runs."""
+    import numpy as np
+
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for algo in dict.fromkeys(r["algorithm"] for r in runs):
+        mine = [r for r in runs if r["algorithm"] == algo]
+        out[algo] = {}
+        for key in keys:
+            vals = [r[key][0] for r in mine if key in r]
+            if vals:
+                out[algo][key] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
+    return out
