@@ -164,3 +164,19 @@ def test_shipped_digits_lt_scenarios_run_through_cli(name: str, tmp_path: Path) 
         assert "clients_accuracy_masked" in last
     res = cli("compare", str(run))
     assert res.returncode == 0 and "generic tail" in res.stdout
+
+
+@pytest.mark.slow
+def test_resume_restores_local_heads(write_scenario) -> None:
+    from fedsim.runner import resume_run, start_run
+    from tests.helpers import final_arrays, rows
+
+    path = fedloge_scenario(write_scenario, rounds=4, output={"checkpoint_every": 2})
+    full, _ = start_run(path, [], None, False, False, QUIET)
+    part, _ = start_run(path, [], 3, False, False, QUIET)
+    _, summary = resume_run(part.path, None, None, False, False, QUIET)
+    assert summary["status"] == "completed"
+    assert rows(part.path / "clients.jsonl") == rows(full.path / "clients.jsonl")  # local head ages too
+    assert rows(part.path / "metrics.jsonl") == rows(full.path / "metrics.jsonl")
+    for key, value in final_arrays(full.path).items():
+        np.testing.assert_array_equal(value, final_arrays(part.path)[key])
