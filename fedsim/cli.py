@@ -22,6 +22,14 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+def _mount_edge() -> None:
+    from edge.cli import app as edge_app
+
+    app.add_typer(edge_app, name="edge", help="Split computing: BottleFit training, export, evaluation.")
+
+
+_mount_edge()
+
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override KEY.PATH=VALUE (repeatable).")]
 
 
