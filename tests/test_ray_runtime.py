@@ -68,7 +68,8 @@ def ray_cluster():
     env = {**os.environ, "RAY_TMPDIR": tmp}
     ray_bin = str(Path(sys.executable).parent / "ray")
     proc = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+        [ray_bin, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+         "--node-ip-address", "127.0.0.1",
          "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", tmp],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
     )  # fmt: skip
