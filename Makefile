@@ -23,7 +23,9 @@ demo: setup
 	$(BIN)/fedsim run scenarios/quickstart.yaml
 
 test: setup
-	$(BIN)/python -m pytest
+	# one OpenMP thread per process: test processes run beside each other (Ray actors, CLI
+	# subprocesses) and oversubscribed OpenMP threads spin-wait for each other.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .

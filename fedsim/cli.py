@@ -22,6 +22,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+
 def _mount_edge() -> None:
     from edge.cli import app as edge_app
 
@@ -136,11 +137,20 @@ def compare(
         bool,
         typer.Option("--by-algorithm", help="Mean ± std of final values per algorithm (e.g. over seeds)."),
     ] = False,
+    target_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            help="Add rounds, virtual time and energy to reach this generic accuracy.", min=0, max=1
+        ),
+    ] = None,
 ) -> None:
     """Final (and best) accuracies of several runs side by side."""
     from rich.table import Table
 
-    from fedsim.compare import grouped, label, run_table
+    from fedsim.compare import grouped, label, run_table, system_totals, target_rows
+
+    if by_algorithm and target_accuracy is not None:
+        raise UserError("--target-accuracy is shown per run; leave out --by-algorithm")
 
     keys, table_rows = run_table(runs)
     if by_algorithm:
@@ -164,6 +174,9 @@ def compare(
     for key in keys:
         cells = [f"{r[key][0]:.4f} ({r[key][1]:.4f})" if key in r else "-" for r in table_rows]
         table.add_row(label(key), *cells)
+    extra = system_totals(runs) + (target_rows(runs, target_accuracy) if target_accuracy is not None else [])
+    for name, cells in extra:
+        table.add_row(name, *cells)
     console.print(table)
 
 

@@ -65,3 +65,53 @@ def grouped(keys: list[str], runs: list[dict[str, Any]]) -> dict[str, dict[str, 
             if vals:
                 out[algo][key] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
     return out
+
+
+def to_target(path: Path, target: float, key: str = "server_accuracy") -> dict[str, Any] | None:
+    """The first metrics row where ``key`` reaches ``target``: its round, virtual time and
+    cumulative energy (None where the run has no system model); None if never reached."""
+    for row in RunFolder(path).read(METRICS_FILE):
+        if row.get(key, -1.0) >= target:
+            return {
+                "round": row["round"],
+                "virtual_time_s": row.get("virtual_time_s"),
+                "energy_J": row.get("energy_J"),
+            }
+    return None
+
+
+def target_rows(paths: list[Path], target: float) -> list[tuple[str, list[str]]]:
+    """Table rows (label, one cell per run): rounds, virtual time and energy to ``target``
+    generic accuracy; ``not reached`` when the run never gets there, ``-`` without a system model."""
+    reached = [to_target(p, target) for p in paths]
+
+    def cells(field: str, fmt: str) -> list[str]:
+        return [
+            "not reached" if r is None else "-" if r[field] is None else format(r[field], fmt)
+            for r in reached
+        ]
+
+    return [
+        (f"rounds to {target:g}", cells("round", "d")),
+        (f"virtual time to {target:g} (s)", cells("virtual_time_s", ".1f")),
+        (f"energy to {target:g} (J)", cells("energy_J", ".1f")),
+    ]
+
+
+def system_totals(paths: list[Path]) -> list[tuple[str, list[str]]]:
+    """Table rows of final virtual time, energy and discarded updates (runs with a system model)."""
+    runs = [RunFolder(p).read(METRICS_FILE) for p in paths]
+    if not any("virtual_time_s" in rows[-1] for rows in runs if rows):
+        return []
+
+    def total(rows: list[dict[str, Any]], field: str, fmt: str, summed: bool = False) -> str:
+        if summed:
+            return format(sum(r.get(field, 0) for r in rows), fmt) if any(field in r for r in rows) else "-"
+        return format(rows[-1][field], fmt) if rows and field in rows[-1] else "-"
+
+    return [
+        ("virtual time (s)", [total(r, "virtual_time_s", ".1f") for r in runs]),
+        ("energy (J)", [total(r, "energy_J", ".1f") for r in runs]),
+        ("updates dropped", [total(r, "dropped", "d", summed=True) for r in runs]),
+        ("updates late", [total(r, "late", "d", summed=True) for r in runs]),
+    ]

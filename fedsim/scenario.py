@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsim.errors import UserError
 
@@ -139,6 +139,89 @@ class OutputSpec(Strict):
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
 
 
+class MixEntry(Strict):
+    """A share of the clients on one device profile and one network profile."""
+
+    share: float = Field(gt=0, le=1)
+    device: str
+    network: str
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from fedsim.system.profiles import DEVICES
+
+        if value not in DEVICES:
+            raise ValueError(f"unknown device profile; expected one of: {', '.join(DEVICES.names())}")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, value: str) -> str:
+        from fedsim.system.profiles import NETWORKS
+
+        if value not in NETWORKS:
+            raise ValueError(f"unknown network profile; expected one of: {', '.join(NETWORKS.names())}")
+        return value
+
+
+class AvailabilitySpec(Strict):
+    """When clients are reachable (see :mod:`fedsim.system.availability`)."""
+
+    model: Literal["always", "markov", "trace"] = "always"
+    mean_on_s: float | None = Field(None, gt=0, description="markov: mean on-period (virtual s)")
+    mean_off_s: float | None = Field(None, gt=0, description="markov: mean off-period (virtual s)")
+    trace: Path | None = Field(None, description="trace: CSV partition_id,start_s,end_s")
+
+    @field_validator("trace")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to the working directory, stored absolute (runtimes may run elsewhere)."""
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _keys_of_model(self) -> AvailabilitySpec:
+        needs = {"always": (), "markov": ("mean_on_s", "mean_off_s"), "trace": ("trace",)}
+        for key in ("mean_on_s", "mean_off_s", "trace"):
+            given = getattr(self, key) is not None
+            if given != (key in needs[self.model]):
+                verb = "requires" if not given else "does not take"
+                raise ValueError(f"availability model {self.model!r} {verb} {key}")
+        return self
+
+
+class RoundPolicySpec(Strict):
+    """When a round closes: all sampled clients, a deadline, or the first K of an over-committed cohort."""
+
+    policy: Literal["wait_all", "deadline", "overcommit"] = "wait_all"
+    deadline_s: float | None = Field(None, gt=0, description="deadline: seconds after the round starts")
+    overcommit: float = Field(1.3, ge=1, description="overcommit: sample ceil(overcommit * K), keep first K")
+
+    @model_validator(mode="after")
+    def _deadline_given(self) -> RoundPolicySpec:
+        if (self.policy == "deadline") != (self.deadline_s is not None):
+            raise ValueError("deadline_s is required by, and only by, policy 'deadline'")
+        return self
+
+
+class SystemSpec(Strict):
+    """Device and network heterogeneity, availability and a round policy (virtual time)."""
+
+    mix: list[MixEntry] = Field(min_length=1)
+    compute: Literal["flops", "measured"] = Field(
+        "flops", description="flops: counted FLOPs / throughput (deterministic); measured: cpu_s scaled"
+    )
+    availability: AvailabilitySpec = AvailabilitySpec()
+    round: RoundPolicySpec = RoundPolicySpec()
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> SystemSpec:
+        total = sum(m.share for m in self.mix)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mix shares must sum to 1 (they sum to {total:g})")
+        return self
+
+
 class Scenario(Strict):
     """One experiment."""
 
@@ -153,6 +236,7 @@ class Scenario(Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     output: OutputSpec = OutputSpec()
+    system: SystemSpec | None = None
 
     @cached_property
     def _json(self) -> str:
@@ -266,6 +350,10 @@ def validate_scenario(raw: dict[str, Any], source: str) -> Scenario:
     from fedsim.components import check_components
 
     check_components(scenario, source)
+    if scenario.system is not None:
+        from fedsim.system.clock import check_system
+
+        check_system(scenario, source)
     return scenario
 
 

@@ -46,7 +46,7 @@ def test_dirichlet_alpha_must_be_positive(write_scenario) -> None:
 
 def test_unknown_component_lists_known(write_scenario) -> None:
     msg = error_of(write_scenario({"algorithm": {"name": "fedsgd"}}))
-    assert "algorithm.name: unknown algorithm 'fedsgd'; expected one of: fedavg, fedprox" in msg
+    assert "algorithm.name: unknown algorithm 'fedsgd'; expected one of: fedavg, fedloge, fedprox" in msg
 
 
 def test_component_parameter_checked(write_scenario) -> None:
@@ -84,7 +84,19 @@ def test_apply_overrides_does_not_mutate() -> None:
 
 
 def test_every_shipped_scenario_validates() -> None:
+    """Every YAML under scenarios/: FL scenarios and edge experiments (by their keys)."""
+    import yaml
+
+    from edge.experiment import load_experiment
+
     files = sorted(Path(__file__).parents[1].glob("scenarios/**/*.yaml"))
     assert files, "no scenarios shipped"
+    kinds = {"fl": 0, "edge": 0}
     for file in files:
-        load_scenario(file)
+        if "bottleneck_channels" in yaml.safe_load(file.read_text()):
+            load_experiment(file)
+            kinds["edge"] += 1
+        else:
+            load_scenario(file)
+            kinds["fl"] += 1
+    assert kinds["fl"] >= 2 and kinds["edge"] >= 1

@@ -12,11 +12,12 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.runstore import RunFolder
+from fedsim.runstore import METRICS_FILE, RunFolder
 from fedsim.server.callbacks import Checkpointer, RowWriter, summarise
 from fedsim.server.checkpoint import load_checkpoint
 from fedsim.server.rounds import Callback, RoundLoop, discover
 from fedsim.strategies import build_strategy
+from fedsim.system.clock import SystemModel
 from fedsim.workspace import scenario_of
 
 app = ServerApp()
@@ -32,6 +33,7 @@ def run_server(
     strategy = build_strategy(scenario)
     strategy.setup(scenario, discover(grid, scenario))
     writers: list[Callback] = [RowWriter(folder), Checkpointer(folder, scenario.output.checkpoint_every)]
+    system = SystemModel(scenario) if scenario.system is not None else None
 
     ckpt_path = folder.latest_checkpoint() if bool(cfg.get("resume", False)) else None
     if ckpt_path is not None:
@@ -40,13 +42,17 @@ def run_server(
         if ckpt.client_states is not None and hasattr(grid, "restore_client_states"):
             grid.restore_client_states(ckpt.client_states)
         folder.truncate_after(ckpt.round)
+        if system is not None:  # the clock and energy totals continue from the last row kept
+            system.restore(folder.read(METRICS_FILE)[-1])
         loop = RoundLoop(
-            scenario, strategy, grid, ckpt.arrays, [*writers, *callbacks], ckpt.round, ckpt.elapsed_s
+            scenario, strategy, grid, ckpt.arrays, [*writers, *callbacks], ckpt.round, ckpt.elapsed_s, system
         )
     else:
         if bool(cfg.get("resume", False)):
             folder.truncate_after(-1)
-        loop = RoundLoop(scenario, strategy, grid, strategy.initial_arrays(), [*writers, *callbacks])
+        loop = RoundLoop(
+            scenario, strategy, grid, strategy.initial_arrays(), [*writers, *callbacks], system=system
+        )
         loop.initial_evaluation()
     status = "failed"
     try:

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from fedsim.records import record_nbytes
 from fedsim.scenario import Scenario
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
+from fedsim.system.clock import SystemModel
 
 #: How long to wait for every node to answer the discovery query (real devices join late).
 DISCOVERY_TIMEOUT_S = 600.0
@@ -132,6 +133,7 @@ class RoundLoop:
         callbacks: Sequence[Callback],
         start_round: int = 0,
         elapsed_s: float = 0.0,
+        system: SystemModel | None = None,
     ) -> None:
         self.scenario = scenario
         self.strategy = strategy
@@ -141,6 +143,7 @@ class RoundLoop:
         self.round = start_round
         self._elapsed_before = elapsed_s
         self._t0 = time.perf_counter()
+        self.system = system
 
     @property
     def elapsed_s(self) -> float:
@@ -154,19 +157,26 @@ class RoundLoop:
     def initial_evaluation(self) -> None:
         """Round 0: the server-side evaluation of the initial model."""
         metrics: dict[str, Any] = {"round": 0, "elapsed_s": 0.0}
+        if self.system is not None:
+            metrics.update(self.system.metrics())
         if self.scenario.evaluation.server_every:
             metrics.update(self.strategy.server_evaluate(0, self.arrays))
         self._emit(RoundResult(0, metrics))
 
     def run_round(self, server_round: int) -> RoundResult:
         """One round: train, aggregate, evaluate (clients, then server)."""
-        strategy, grid = self.strategy, self.grid
+        strategy, grid, system = self.strategy, self.grid, self.system
+        if system is not None:
+            strategy.eligible, strategy.cohort_size = system.start_round(self.scenario.clients.per_round())
         train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
         replies = list(grid.send_and_receive(train_msgs))
         rows, ok = _client_rows(server_round, "train", train_msgs, replies, strategy)
         if train_msgs and not ok:
             raise RunFailed(f"round {server_round}: every client failed; first error: {rows[0].get('error')}")
-        arrays, train_metrics = strategy.aggregate_train(server_round, ok)
+        if system is not None:  # dropped and late updates are discarded before aggregation
+            kept = system.settle(server_round, rows)
+            ok = [r for r in ok if strategy.partition_of(r) in kept]
+        arrays, train_metrics = strategy.aggregate_train(server_round, ok) if ok else (None, None)
         if arrays is not None:
             self.arrays = arrays
         metrics: dict[str, Any] = {
@@ -177,6 +187,8 @@ class RoundLoop:
             "bytes_up": sum(r.get("bytes_up", 0) for r in rows),
         }
         metrics.update(_prefixed("train", train_metrics))
+        if system is not None:
+            metrics.update(system.metrics())
 
         eval_msgs = list(strategy.configure_evaluate(server_round, self.arrays, ConfigRecord(), grid))
         if eval_msgs:

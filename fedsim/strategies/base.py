@@ -8,7 +8,7 @@ clients on every runtime and on resume, and aggregates replies in partition orde
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,10 @@ class FedsimStrategyMixin:
 
     #: True when clients keep state between rounds (``context.state``).
     stateful_clients: bool = False
+    #: Set by the round loop when a system model runs: partitions that may be sampled in
+    #: the next training round (None: all) and how many to sample (None: clients.per_round()).
+    eligible: Collection[int] | None = None
+    cohort_size: int | None = None
 
     def setup(self, scenario: Scenario, nodes: list[NodeInfo]) -> None:
         """Called once by the round loop before the first round."""
@@ -81,14 +85,21 @@ class FedsimStrategyMixin:
 
     # -- sampling ---------------------------------------------------------------
 
-    def sample(self, server_round: int, purpose: int, count: int) -> list[NodeInfo]:
-        """``count`` nodes drawn without replacement from (seed, round, purpose)."""
-        count = min(count, len(self.nodes))
-        if count == len(self.nodes):
-            return list(self.nodes)
+    def sample(
+        self, server_round: int, purpose: int, count: int, eligible: Collection[int] | None = None
+    ) -> list[NodeInfo]:
+        """``count`` nodes drawn without replacement from (seed, round, purpose).
+
+        With ``eligible`` (partition ids), only those nodes are candidates (still in
+        partition order, so the draw depends only on the seed, the round and the set).
+        """
+        pool = self.nodes if eligible is None else [n for n in self.nodes if n.partition_id in eligible]
+        count = min(count, len(pool))
+        if count == len(pool):
+            return list(pool)
         rng = np.random.default_rng([self.scenario.seed, server_round, purpose])
-        picked = np.sort(rng.choice(len(self.nodes), size=count, replace=False))
-        return [self.nodes[i] for i in picked]
+        picked = np.sort(rng.choice(len(pool), size=count, replace=False))
+        return [pool[i] for i in picked]
 
     def partition_of(self, msg: Message) -> int:
         """The partition id of the node that sent ``msg``."""
@@ -112,7 +123,8 @@ class FedsimStrategyMixin:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample the cohort and build one train message per node."""
-        chosen = self.sample(server_round, 0, self.scenario.clients.per_round())
+        count = self.cohort_size if self.cohort_size is not None else self.scenario.clients.per_round()
+        chosen = self.sample(server_round, 0, count, self.eligible)
         cfg = ConfigRecord({**dict(config), **self.train_config(server_round), "server-round": server_round})
         self._shared_content = RecordDict({"arrays": arrays, "config": cfg})
         return [
