@@ -35,7 +35,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fedsim.data import Dataset, load_dataset
-from fedsim.scenario import ScenarioError, Strict, apply_overrides, format_validation_error, read_yaml
+from fedsim.scenario import ScenarioError, Strict, format_validation_error, read_with_overrides
 
 
 class DataSpec(Strict):
@@ -210,13 +210,7 @@ def validate_experiment(raw: dict[str, Any], source: str, stored: bool = False) 
 
 def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Experiment:
     """Load, override (``key.path=value``) and validate an experiment file."""
-    path = Path(path)
-    raw = read_yaml(path)
-    source = str(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        source = f"{path} (with --set {' '.join(overrides)})"
-    return validate_experiment(raw, source)
+    return validate_experiment(*read_with_overrides(path, overrides))
 
 
 # ------------------------------------------------------------------------------- data

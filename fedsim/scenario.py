@@ -357,15 +357,19 @@ def validate_scenario(raw: dict[str, Any], source: str) -> Scenario:
     return scenario
 
 
-def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:
-    """Load, override and validate a scenario file."""
+def read_with_overrides(path: Path | str, overrides: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """A YAML file's mapping with ``key.path=value`` overrides applied, and the source
+    name that error messages use (the file, plus the overrides when there are any)."""
     path = Path(path)
     raw = read_yaml(path)
-    source = str(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        source = f"{path} (with --set {' '.join(overrides)})"
-    return validate_scenario(raw, source)
+    if not overrides:
+        return raw, str(path)
+    return apply_overrides(raw, overrides), f"{path} (with --set {' '.join(overrides)})"
+
+
+def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:
+    """Load, override and validate a scenario file."""
+    return validate_scenario(*read_with_overrides(path, overrides))
 
 
 def scenario_from_json(text: str) -> Scenario:

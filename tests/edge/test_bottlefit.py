@@ -11,15 +11,6 @@ from edge.resnet import resnet18, resnet50, resnet152, small_resnet
 from fedsim.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on one thread: OpenMP spin-waits make them 10x slower on a busy 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resnet152_layer2_reproduces_the_reference():
     student = inject_bottleneck(resnet152(), "layer2", channels=12, input_size=224)
     enc = [type(m).__name__ for m in student.encoder]

@@ -35,15 +35,6 @@ def write(folder: Path, extra: dict[str, Any] | None = None) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """In-process training on one thread: OpenMP spin-waits make it 10x slower on a busy 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def weights(run: Path, name: str) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / name, weights_only=True)["model"]
 

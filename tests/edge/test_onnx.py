@@ -20,15 +20,6 @@ from edge.resnet import small_resnet
 from edge.train import TrainProgress, start_training
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on one thread: OpenMP spin-waits make them 10x slower on a busy 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def student():
     torch.manual_seed(0)

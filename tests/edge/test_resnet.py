@@ -10,16 +10,6 @@ import torch
 from edge.resnet import load_torchvision_checkpoint, resnet18, resnet50, resnet152, small_resnet
 from fedsim.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on one thread: OpenMP spin-waits make them 10x slower on a busy 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # torchvision.models.resnet18().named_parameters(), written out by hand.
 RESNET18_PARAMS: list[tuple[str, tuple[int, ...]]] = [
     ("conv1.weight", (64, 3, 7, 7)),

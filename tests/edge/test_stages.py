@@ -15,16 +15,6 @@ from edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_sta
 from edge.teacher import obtain_teacher, teacher_key
 from fedsim.data import make_dataset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on one thread: OpenMP spin-waits make them 10x slower on a busy 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 EXP = Experiment.model_validate(
     {
         "name": "t",
