@@ -24,18 +24,15 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import json
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fedsim.data import Dataset, load_dataset
-from fedsim.scenario import ScenarioError, Strict, format_validation_error, read_with_overrides
+from fedsim.scenario import Document, ScenarioError, Strict, format_validation_error, read_with_overrides
 
 
 class DataSpec(Strict):
@@ -124,7 +121,7 @@ class OutputSpec(Strict):
     dir: Path = Path("runs")
 
 
-class Experiment(Strict):
+class Experiment(Document):
     """One BottleFit experiment: a teacher, a split point, several bottleneck widths."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -152,18 +149,6 @@ class Experiment(Strict):
         if not self.stages():
             raise ValueError("stage1.epochs and stage2.epochs are both 0; expected at least one stage to run")
         return self
-
-    @cached_property
-    def _json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
-    def to_json(self) -> str:
-        """The resolved experiment as canonical JSON."""
-        return self._json
-
-    def to_yaml(self) -> str:
-        """The resolved experiment as YAML (every default filled in)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def stages(self) -> list[int]:
         """The stages that run (those with at least one epoch)."""

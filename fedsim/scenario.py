@@ -46,6 +46,22 @@ class Component(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Document(Strict):
+    """A validated experiment file, written back resolved (every default filled in)."""
+
+    @cached_property
+    def _json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def to_json(self) -> str:
+        """Canonical JSON (what runtimes pass around; cached)."""
+        return self._json
+
+    def to_yaml(self) -> str:
+        """YAML, keys in schema order."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
 class LongTail(Strict):
     """Long-tailed training set: n_c = n_max * IF^(-c/(C-1))."""
 
@@ -222,7 +238,7 @@ class SystemSpec(Strict):
         return self
 
 
-class Scenario(Strict):
+class Scenario(Document):
     """One experiment."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -237,18 +253,6 @@ class Scenario(Strict):
     runtime: RuntimeSpec = RuntimeSpec()
     output: OutputSpec = OutputSpec()
     system: SystemSpec | None = None
-
-    @cached_property
-    def _json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
-    def to_json(self) -> str:
-        """The resolved scenario as canonical JSON (what runtimes pass around)."""
-        return self._json
-
-    def to_yaml(self) -> str:
-        """The resolved scenario as YAML."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 # --------------------------------------------------------------------------- errors
