@@ -64,6 +64,9 @@ def train(
             assert experiment is not None
             folder, summary = start_training(experiment, list(set_ or []), progress, stop_after)
     _print_results(summary)
+    from fedsim.runner import write_report_safely
+
+    write_report_safely(folder.path, console)
     console.print(
         f"{summary['status']}: {summary['steps_completed']}/{summary['steps_planned']} steps; "
         f"results in {folder.path}",

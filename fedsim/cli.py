@@ -143,6 +143,9 @@ def compare(
             help="Add rounds, virtual time and energy to reach this generic accuracy.", min=0, max=1
         ),
     ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write OUT/report.html with the runs' figures overlaid.")
+    ] = None,
 ) -> None:
     """Final (and best) accuracies of several runs side by side."""
     from rich.table import Table
@@ -153,6 +156,10 @@ def compare(
         raise UserError("--target-accuracy is shown per run; leave out --by-algorithm")
 
     keys, table_rows = run_table(runs)
+    if out is not None:
+        from fedsim.report import write_compare
+
+        console.print(f"report: {write_compare(runs, out)}", highlight=False)
     if by_algorithm:
         stats = grouped(keys, table_rows)
         table = Table(title="final value, mean ± std over runs")
@@ -178,6 +185,18 @@ def compare(
     for name, cells in extra:
         table.add_row(name, *cells)
     console.print(table)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder (fedsim run or fedsim edge train).")],
+) -> None:
+    """(Re)build RUN/report.html and RUN/figures/ from a run folder."""
+    from fedsim.report import write_report
+
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder; expected a folder written by 'fedsim run'")
+    console.print(f"report: {write_report(run)}", highlight=False)
 
 
 def main() -> None:

@@ -16,11 +16,25 @@ from fedsim.strategies import build_strategy
 from fedsim.workspace import federated_data
 
 
+def write_report_safely(path: Path, console: Console) -> Path | None:
+    """Write RUN/report.html; a failure prints one warning line and never costs the run."""
+    try:
+        from fedsim.report import write_report
+
+        return write_report(path)
+    except Exception as exc:
+        console.print(
+            f"[yellow]warning:[/yellow] report not written: {type(exc).__name__}: {exc}", highlight=False
+        )
+        return None
+
+
 def _launch(request: LaunchRequest, show: bool, console: Console, start: int) -> dict[str, Any]:
     sc = request.scenario
     with RoundProgress(sc.name, sc.rounds, start, enabled=show, console=console) as bar:
         req = LaunchRequest(sc, request.folder, request.resume, [bar], request.stop_after, request.verbose)
         RUNTIMES.get(sc.runtime.name)(req)
+    write_report_safely(request.folder.path, console)
     return request.folder.summary()
 
 
