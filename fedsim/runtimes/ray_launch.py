@@ -19,6 +19,7 @@ Logs: ``RUN/flower/superlink.log`` (SuperLink, SuperExec, Ray) and
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -26,7 +27,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    """Whether the SuperLink we started answers ``GET /health`` on 127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 class FlowerSimulation:
@@ -92,12 +104,8 @@ class FlowerSimulation:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RayRunFailed(f"flower-superlink exited with {self._proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"http://{addr}/health", timeout=0.5) as res:  # loopback only
-                    if res.status == 200:
-                        return
-            except OSError:
-                pass
+            if _healthy(self.port):
+                return
             time.sleep(0.05)
         raise RayRunFailed(f"flower-superlink not healthy after {timeout:.0f} s; see {log.name}")
 
