@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedsim.cache import cache_dir
 from fedsim.metrics import mask_absent
 
 ETF_NORM = 0.1
@@ -87,11 +87,6 @@ def generate_ssec(
         with torch.no_grad():
             m.mul_(mask)  # Adam's update is zero where the gradient always was
     return m.detach().float(), mask, start.float()
-
-
-def cache_dir() -> Path:
-    """Where generated artefacts are cached: ``$FEDSIM_CACHE`` or ``~/.cache/fedsim``."""
-    return Path(os.environ.get("FEDSIM_CACHE", Path.home() / ".cache" / "fedsim"))
 
 
 @lru_cache(maxsize=4)
