@@ -202,13 +202,18 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Exp
 
 
 def experiment_data(exp: Experiment) -> Dataset:
-    """The experiment's dataset, resized to ``data.image_size`` when that is set.
+    """The experiment's dataset, resized to ``data.image_size`` when that is set."""
+    return spec_data(exp.data, exp.seed)
+
+
+def spec_data(spec: DataSpec, seed: int) -> Dataset:
+    """The dataset a :class:`DataSpec` names, resized to ``spec.image_size`` when that is set.
 
     Resizing is bilinear (antialiased when shrinking) on the normalised images; since
     the normalisation is affine per channel, ``mean`` and ``std`` still undo it.
     """
-    data = load_dataset(exp.data.dataset, exp.data.options, exp.seed)
-    size = exp.data.image_size
+    data = load_dataset(spec.dataset, spec.options, seed)
+    size = spec.image_size
     if size is None or data.input_shape[1:] == (size, size):
         return data
 

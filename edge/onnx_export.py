@@ -5,7 +5,9 @@ For every C of a run, ``OUT/C{c}/head.onnx`` maps ``image [B, 3, H, W]`` (normal
 the batch axis is dynamic. Each file passes ``onnx.checker``; onnxruntime then runs both
 on the whole test set and must match PyTorch (max absolute difference at most 1e-4 in
 fp32) and give the same predicted class through head -> codec -> tail for every image.
-``OUT/manifest.json`` lists the files with the input and bottleneck shapes and the codec.
+``OUT/teacher.onnx`` is the whole unmodified model (``image`` -> ``logits``) that local
+computing and edge offloading run. ``OUT/manifest.json`` lists the files with the input
+and bottleneck shapes, the codec, the split point and the dataset spec.
 
 The default (dynamo) exporter needs ``onnxscript``; without it, or if it fails, the
 TorchScript exporter (``dynamo=False``) is used, and the manifest says which.
@@ -32,6 +34,7 @@ from fedsim.errors import UserError
 ATOL = 1e-4
 OPSET = 17
 MANIFEST_FILE = "manifest.json"
+FULL_FILE = "teacher.onnx"
 
 
 def export_module(
@@ -163,6 +166,41 @@ def export_split(model: SplitClassifier, example: torch.Tensor, out: Path) -> di
     return {"head": head_path, "tail": tail_path, "exporter": exporter, "bottleneck_shape": list(z.shape[1:])}
 
 
+@torch.no_grad()
+def export_full(model: nn.Module, x: torch.Tensor, out: Path, batch_size: int = 250) -> dict[str, Any]:
+    """Export the whole unmodified model (local computing and edge offloading run it) as ``teacher.onnx``.
+
+    Raises
+    ------
+    UserError
+        When onnxruntime disagrees with PyTorch on ``x`` (logits beyond :data:`ATOL` or a
+        different class).
+    """
+    model.eval()
+    path = out / FULL_FILE
+    exporter = export_module(model, x[:2], path, "image", "logits")
+    check_model(path)
+    ort_model = OrtModel(path)
+    diff, same = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        a, b = model(xb), ort_model(xb)
+        diff = max(diff, float((a - b).abs().max()))
+        same += int((a.argmax(1) == b.argmax(1)).sum())
+    if diff > ATOL or same != len(x):
+        raise UserError(
+            f"whole model: onnxruntime disagrees with PyTorch (max abs diff {diff:.2e}, expected <= {ATOL}; "
+            f"{same}/{len(x)} identical predictions)"
+        )
+    return {
+        "file": FULL_FILE,
+        "exporter": exporter,
+        "max_abs_diff": diff,
+        "same_predictions": same,
+        "images": len(x),
+    }
+
+
 def export_run(run: Path, out: Path, limit: int | None = None) -> dict[str, Any]:
     """Export every trained C of a run to ``out``, verify it, and write ``out/manifest.json``.
 
@@ -219,9 +257,13 @@ def export_run(run: Path, out: Path, limit: int | None = None) -> dict[str, Any]
         )
     if not entries:
         raise UserError(f"{run}: no trained model to export; expected a finished stage for some C")
+    full = export_full(teacher, x, out)
     manifest = {
         "run": str(folder.path),
         "name": exp.name,
+        "split": exp.split,
+        "data": {**exp.data.model_dump(mode="json"), "seed": exp.seed},
+        "full": full,
         "codec": exp.codec,
         "input_shape": list(shape),
         "input_name": "image",

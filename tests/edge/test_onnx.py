@@ -9,15 +9,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-import yaml
-from rich.console import Console
 from torch import nn
 
 from edge.bottlefit import inject_bottleneck
 from edge.experiment import experiment_data, load_experiment
 from edge.onnx_export import ATOL, OrtModel, check_parity, export_run, export_split
 from edge.resnet import small_resnet
-from edge.train import TrainProgress, start_training
 
 
 @pytest.fixture(scope="module")
@@ -62,31 +59,6 @@ def test_parity_check_notices_a_different_model(student, tmp_path: Path) -> None
     assert parity["tail_max_abs_diff"] > 1e-2 and parity["same_predictions"] < 20
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("onnx-run")
-    exp = {
-        "name": "onnx",
-        "seed": 2,
-        "data": {"dataset": "shapes", "options": {"image_size": 32, "num_train": 120, "num_test": 60}},
-        "teacher": {"width": 8, "train": {"epochs": 1}},
-        "bottleneck_channels": [1, 3],
-        "stage1": {"epochs": 1},
-        "stage2": {"epochs": 1, "mode": "ft"},
-        "output": {"dir": str(root / "runs")},
-    }
-    path = root / "exp.yaml"
-    path.write_text(yaml.safe_dump(exp))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        folder, summary = start_training(path, [], TrainProgress(Console(), bars=False, log=False))
-    finally:
-        torch.set_num_threads(threads)
-    assert summary["status"] == "completed"
-    return folder.path
-
-
 def test_export_run_writes_models_and_manifest(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "onnx"
     manifest = export_run(tiny_run, out)
@@ -107,3 +79,8 @@ def test_export_run_writes_models_and_manifest(tiny_run: Path, tmp_path: Path) -
         tail = onnx.load(str(out / m["tail"]))
         dims = tail.graph.input[0].type.tensor_type.shape.dim
         assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == m["bottleneck_shape"]
+    full = manifest["full"]  # the unmodified model for local computing and offloading
+    assert full["file"] == "teacher.onnx" and full["same_predictions"] == full["images"] == n_test
+    assert full["max_abs_diff"] <= ATOL
+    assert manifest["data"]["dataset"] == "shapes" and manifest["data"]["seed"] == 2
+    assert manifest["split"] == "layer2"

@@ -1,0 +1,386 @@
+"""``fedsim edge bench``: local computing vs edge offloading vs split computing, on one machine.
+
+A bench file names the model (an ONNX folder, an edge run, or an edge experiment that is
+trained once and cached by content), the server (its emulated device), and the grid of
+modes x devices x networks x bottleneck widths C. The bench starts ``fedsim edge serve``
+as a separate process (so the device's power model sees only the worker's CPU), runs a
+:class:`~edge.worker.Worker` per configuration, and writes a run folder::
+
+    RUN/bench.yaml               the resolved bench file
+    RUN/workers/<label>/         requests.jsonl + summary.json per configuration
+    RUN/comparison.json          split against local and against offload, per device x network x C
+    RUN/summary.json             status, model, server, the worker summaries
+    RUN/report.html              the dashboard
+
+Example
+-------
+.. code-block:: yaml
+
+    name: edge_bench_shapes
+    model: {train: bottlefit_shapes.yaml, set: [stage1.epochs=2]}
+    server: {device: gpu-server, workers: 2}
+    modes: [local, offload, split]
+    devices: [jetson-nano, rpi4]
+    networks: [wifi, lte, 3g]
+    requests: 50
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from fedsim.errors import UserError
+from fedsim.files import write_json
+from fedsim.scenario import Document, ScenarioError, Strict, format_validation_error, read_with_overrides
+
+BENCH_FILE = "bench.yaml"
+COMPARISON_FILE = "comparison.json"
+WORKERS_DIR = "workers"
+#: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
+BOTTLEFIT_REPORTED = {
+    "latency_vs_local": -89.0,
+    "energy_vs_local": -49.0,
+    "latency_vs_offload": -55.0,
+    "energy_vs_offload": -37.0,
+}
+
+
+class ModelSpec(Strict):
+    """Where the served model comes from: exactly one of ``onnx``, ``run``, ``train``."""
+
+    onnx: Path | None = Field(None, description="an ONNX folder written by fedsim edge export")
+    run: Path | None = Field(None, description="an edge run folder (exported on first use)")
+    train: Path | None = Field(None, description="an edge experiment file, trained once and cached")
+    set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the experiment")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [k for k in ("onnx", "run", "train") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of onnx, run, train; got {', '.join(given) or 'none'}")
+        return self
+
+
+class ServerSpec(Strict):
+    """The tail server the bench starts."""
+
+    device: str = "gpu-server"
+    workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+    max_message_bytes: int = Field(4 << 20, ge=1024)
+
+
+class OutputSpec(Strict):
+    """Where run folders go."""
+
+    dir: Path = Path("runs")
+
+
+class Bench(Document):
+    """A bench file; see the module docstring."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    model: ModelSpec
+    server: ServerSpec = ServerSpec()
+    modes: list[Literal["local", "offload", "split"]] = Field(
+        default_factory=lambda: ["local", "offload", "split"], min_length=1
+    )
+    devices: list[str] = Field(default_factory=lambda: ["jetson-nano", "rpi4"], min_length=1)
+    networks: list[str | dict[str, Any]] = Field(default_factory=lambda: ["wifi", "lte", "3g"], min_length=1)
+    bottlenecks: list[int] | None = Field(None, description="C values to run (default: every served C)")
+    requests: int = Field(50, ge=1)
+    warmup: int = Field(5, ge=0)
+    meter: str = "model"
+    meter_period_s: float = Field(0.1, gt=0)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    stream: bool = False
+    threads: int = Field(1, ge=1, description="onnxruntime threads on the (emulated) device")
+    output: OutputSpec = OutputSpec()
+
+
+def load_bench(path: Path, overrides: list[str] | None = None) -> Bench:
+    """Load, override and validate a bench file (paths in ``model`` relative to the file)."""
+    from edge.power import METERS
+    from edge.shaper import network_profile
+    from fedsim.system.profiles import DEVICES
+
+    raw, source = read_with_overrides(path, overrides)
+    try:
+        bench = Bench.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, source, Bench)) from None
+    for i, device in enumerate([*bench.devices, bench.server.device]):
+        if device not in DEVICES:
+            key = f"devices.{i}" if i < len(bench.devices) else "server.device"
+            raise ScenarioError(
+                f"{source}: {key}: unknown device {device!r}; expected one of {', '.join(DEVICES.names())}"
+            )
+    for i, net in enumerate(bench.networks):
+        try:
+            network_profile(net)
+        except UserError as exc:
+            raise ScenarioError(f"{source}: networks.{i}: {exc}") from None
+    if bench.meter != "auto" and bench.meter not in METERS:
+        raise ScenarioError(
+            f"{source}: meter: unknown meter {bench.meter!r}; "
+            f"expected auto or one of {', '.join(METERS.names())}"
+        )
+    base = path.parent
+    model = bench.model
+    fixed = {
+        k: (base / v if v is not None and not v.is_absolute() else v)
+        for k, v in (("onnx", model.onnx), ("run", model.run), ("train", model.train))
+    }
+    return bench.model_copy(update={"model": model.model_copy(update=fixed)})
+
+
+# ------------------------------------------------------------------------------ model
+
+
+def obtain_model(spec: ModelSpec, log: Callable[[str], None]) -> Path:
+    """The ONNX folder to serve: given, exported from a run, or trained and exported once (cached)."""
+    from edge.server import resolve_model_dir
+
+    if spec.onnx is not None:
+        return resolve_model_dir(spec.onnx)
+    if spec.run is not None:
+        return resolve_model_dir(spec.run)
+    assert spec.train is not None
+    from edge.experiment import load_experiment
+    from edge.onnx_export import MANIFEST_FILE, export_run
+    from edge.train import TrainProgress, start_training
+    from fedsim.cache import cache_dir
+
+    exp = load_experiment(spec.train, spec.set)
+    resolved = exp.model_dump(mode="json")
+    resolved.pop("output", None)
+    key = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    home = cache_dir() / "edge-bench" / f"{exp.name}-{key}"
+    onnx = home / "onnx"
+    if (onnx / MANIFEST_FILE).is_file():
+        log(f"model: cached {onnx}")
+        return onnx
+    log(f"model: training {spec.train} once (cached in {home})")
+    from rich.console import Console
+
+    progress = TrainProgress(Console(stderr=True), bars=False, log=True)
+    with progress:
+        folder, summary = start_training(spec.train, [*spec.set, f"output.dir={home / 'runs'}"], progress)
+    if summary.get("status") != "completed":
+        raise UserError(f"training the bench model stopped ({summary.get('status')}); see {folder.path}")
+    tmp = Path(tempfile.mkdtemp(dir=home, prefix=".onnx-"))
+    export_run(folder.path, tmp)
+    tmp.replace(onnx)
+    return onnx
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class ServerProcess:
+    """``fedsim edge serve`` in its own process group, on a free loopback port."""
+
+    def __init__(self, onnx: Path, spec: ServerSpec, log_file: Path) -> None:
+        self.onnx, self.spec, self.log_file = onnx, spec, log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def __enter__(self) -> ServerProcess:
+        port_file = self.log_file.with_suffix(".port")
+        port_file.unlink(missing_ok=True)
+        cmd = [
+            sys.executable, "-m", "fedsim.cli", "edge", "serve", str(self.onnx),
+            "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+            "--workers", str(self.spec.workers), "--threads", str(self.spec.threads),
+            "--device", self.spec.device, "--max-message-bytes", str(self.spec.max_message_bytes),
+        ]  # fmt: skip
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not port_file.is_file() or not port_file.read_text().strip():
+            if self.proc.poll() is not None:
+                tail = self.log_file.read_text().strip().splitlines()[-1:] or ["(no output)"]
+                raise UserError(f"the edge server exited with code {self.proc.returncode}: {tail[0]}")
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise UserError(f"the edge server did not start within 120 s; see {self.log_file}")
+            time.sleep(0.05)
+        self.address = f"127.0.0.1:{port_file.read_text().strip()}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+# ------------------------------------------------------------------------------ grid
+
+
+def configurations(bench: Bench, served: list[int]) -> list[dict[str, Any]]:
+    """Worker configurations: local per device; offload per device x network; split also per C."""
+    channels = bench.bottlenecks if bench.bottlenecks is not None else served
+    missing = sorted(set(channels) - set(served))
+    if missing:
+        raise UserError(f"bottlenecks {missing} are not in the model; expected some of {served}")
+    out: list[dict[str, Any]] = []
+    for device in bench.devices:
+        if "local" in bench.modes:
+            out.append({"mode": "local", "device": device, "network": None, "channels": None})
+        for net in bench.networks:
+            if "offload" in bench.modes:
+                out.append({"mode": "offload", "device": device, "network": net, "channels": None})
+            if "split" in bench.modes:
+                out.extend(
+                    {"mode": "split", "device": device, "network": net, "channels": c} for c in channels
+                )
+    return out
+
+
+def _change(new: float, old: float) -> float | None:
+    return None if not old or old != old or new != new else 100.0 * (new - old) / old
+
+
+def compare(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Split against local and against offload (mean latency and device energy per inference, % change)."""
+    by = {(s["mode"], s["device"], s["network"], s["channels"]): s for s in summaries}
+    rows = []
+    for s in summaries:
+        if s["mode"] != "split":
+            continue
+        local = by.get(("local", s["device"], "none", None))
+        offload = by.get(("offload", s["device"], s["network"], None))
+        row = {
+            "device": s["device"],
+            "network": s["network"],
+            "C": s["channels"],
+            "split_latency_ms": s["latency_ms"]["total"]["mean"],
+            "split_energy_J": s["energy_J"]["total"],
+            "split_accuracy": s["accuracy"],
+            "split_payload_bytes": s["payload_bytes"],
+        }
+        for name, ref in (("local", local), ("offload", offload)):
+            if ref is None:
+                continue
+            row[f"{name}_latency_ms"] = ref["latency_ms"]["total"]["mean"]
+            row[f"{name}_energy_J"] = ref["energy_J"]["total"]
+            row[f"{name}_accuracy"] = ref["accuracy"]
+            row[f"latency_vs_{name}_pct"] = _change(row["split_latency_ms"], row[f"{name}_latency_ms"])
+            row[f"energy_vs_{name}_pct"] = _change(row["split_energy_J"], row[f"{name}_energy_J"])
+        rows.append(row)
+    return rows
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("fedsim", "grpcio", "onnxruntime", "protobuf")}
+
+
+def new_bench_dir(bench: Bench) -> Path:
+    """A fresh ``OUTPUT/NAME-YYYYmmdd-HHMMSS[-N]``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = bench.output.dir / f"{bench.name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def run_bench(
+    path: Path,
+    overrides: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run a bench file end to end; returns the run folder and its summary (see the module docstring)."""
+    from edge.worker import Worker, WorkerConfig
+
+    bench = load_bench(path, overrides)
+    onnx = obtain_model(bench.model, log)
+    manifest = json.loads((onnx / "manifest.json").read_text())
+    grid = configurations(bench, [int(m["C"]) for m in manifest["models"]])
+    run = new_bench_dir(bench)
+    (run / WORKERS_DIR).mkdir(parents=True)
+    (run / BENCH_FILE).write_text(bench.to_yaml())
+    summary: dict[str, Any] = {
+        "kind": "edge-bench",
+        "name": bench.name,
+        "status": "running",
+        "model": {"onnx": str(onnx), "name": manifest["name"], "codec": manifest["codec"]},
+        "server": bench.server.model_dump(mode="json"),
+        "configurations": len(grid),
+        "workers": [],
+        "versions": _versions(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(run / "summary.json", summary)
+    status = "interrupted"
+    try:
+        with ServerProcess(onnx, bench.server, run / "server.log") as server:
+            log(
+                f"server: {server.address} ({bench.server.device}, {bench.server.workers} workers); run {run}"
+            )
+            for i, cfg in enumerate(grid, 1):
+                config = WorkerConfig(
+                    mode=cfg["mode"],
+                    server=server.address,
+                    device=cfg["device"],
+                    network=cfg["network"],
+                    channels=cfg["channels"],
+                    requests=bench.requests,
+                    warmup=bench.warmup,
+                    meter=bench.meter,
+                    meter_period_s=bench.meter_period_s,
+                    stream=bench.stream,
+                    jpeg_quality=bench.jpeg_quality,
+                    seed=bench.seed,
+                    threads=bench.threads,
+                )
+                label = config.label(cfg["channels"])
+
+                def step(done: int, total: int, label: str = label) -> None:
+                    if progress is not None:
+                        progress(label, done, total)
+
+                worker = Worker(config, step)
+                try:
+                    result = worker.run(run / WORKERS_DIR / label)
+                finally:
+                    worker.close()
+                summary["workers"].append(result)
+                lat = result["latency_ms"]["total"]
+                log(
+                    f"[{i}/{len(grid)}] {label}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+                    f"{1e3 * result['energy_J']['total']:.1f} mJ, accuracy {result['accuracy']:.3f}, "
+                    f"{result['failed']} failed"
+                )
+                write_json(run / "summary.json", summary)
+        status = "completed"
+    finally:
+        summary["status"] = status
+        summary["comparison"] = compare(summary["workers"])
+        summary["bottlefit_reported_pct"] = BOTTLEFIT_REPORTED
+        write_json(run / COMPARISON_FILE, summary["comparison"])
+        write_json(run / "summary.json", summary)
+    return run, summary

@@ -1,0 +1,358 @@
+"""Network emulation for the edge testbed: an application-level shaper, and tc tbf as an option.
+
+The default, :class:`Shaper`, works anywhere: before a message of ``S`` bytes is handed
+over (or after it is received), the calling thread blocks for the time the message would
+take on the link of a :class:`~fedsim.system.profiles.NetworkProfile`::
+
+    t = S * 8 / r + d,    d = rtt / 2 (+ jitter)
+
+Each direction (uplink client -> server, downlink server -> client) is one link, a
+link-busy clock shared by every thread using the shaper: a transfer starts at
+``max(now, link_free_at)``, occupies the link for its serialisation time ``S * 8 / r``,
+then pays the one-way propagation delay ``rtt / 2`` plus a jitter drawn uniformly in
+``+- jitter_ms``. Loss: each MTU-sized packet is lost with probability ``loss`` and sent
+again (retransmissions can be lost too), so a transfer serialises ``1 / (1 - loss)`` times
+its bytes on average. Jitter and loss come from one :class:`numpy.random.Generator` per
+direction, seeded by ``seed``: for a given seed and call order the delays are the same.
+
+Optional and more realistic on a real Linux host, :func:`tc_tbf_commands` and
+:func:`run_in_netns` shape the loopback interface of a private network namespace with a
+token-bucket filter (``tc tbf``; ``netem`` is missing on these machines, so propagation
+delay still has to come from the application).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from fedsim.errors import UserError
+from fedsim.system.profiles import NETWORKS, NetworkProfile
+
+#: Spec names meaning "do not shape".
+NO_SHAPING = ("none", "loopback")
+#: Last stretch of a wait spent spinning on ``time.perf_counter`` (``time.sleep`` oversleeps).
+SPIN_S = 0.001
+DIRECTIONS = ("uplink", "downlink")
+METHOD = (
+    "application-level token bucket: per-direction link-busy clock (S*8/rate), one-way delay rtt/2 "
+    "+ uniform jitter, seeded per-packet loss with retransmission"
+)
+
+_REQUIRED = ("uplink_mbps", "downlink_mbps", "rtt_ms")
+_OPTIONAL: dict[str, Any] = {"jitter_ms": 0.0, "loss": 0.0, "name": "custom"}
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def network_profile(spec: str | Mapping[str, Any] | NetworkProfile | None) -> NetworkProfile | None:
+    """The link a spec names; ``None`` for no shaping.
+
+    Parameters
+    ----------
+    spec : str, Mapping, NetworkProfile or None
+        A registered profile name (``fedsim.system.profiles.NETWORKS``: wifi, lte, 3g);
+        ``None``, ``"none"`` or ``"loopback"`` for no shaping; or a mapping with
+        ``uplink_mbps``, ``downlink_mbps``, ``rtt_ms`` and optionally ``jitter_ms`` (0),
+        ``loss`` (0) and ``name`` ("custom").
+
+    Returns
+    -------
+    NetworkProfile or None
+
+    Raises
+    ------
+    UserError
+        For an unknown name, a missing or unknown key, or a value out of range.
+    """
+    if spec is None or isinstance(spec, NetworkProfile):
+        return spec
+    if isinstance(spec, str):
+        if spec.lower() in NO_SHAPING:
+            return None
+        if spec not in NETWORKS:
+            known = ", ".join([*NETWORKS.names(), *NO_SHAPING])
+            fields = ", ".join(_REQUIRED)
+            raise UserError(f"unknown network {spec!r}; expected one of: {known}, or a mapping with {fields}")
+        return NETWORKS.get(spec)
+    if isinstance(spec, Mapping):
+        return _custom_profile(spec)
+    raise UserError(f"network: expected a profile name or a mapping, got {type(spec).__name__}")
+
+
+def _custom_profile(spec: Mapping[str, Any]) -> NetworkProfile:
+    """A user-defined link from a mapping (see :func:`network_profile`)."""
+    unknown = sorted(set(spec) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        allowed = ", ".join([*_REQUIRED, *_OPTIONAL])
+        raise UserError(f"network.{unknown[0]}: unknown key; expected one of: {allowed}")
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise UserError(f"network.{missing[0]}: missing; a custom network needs {', '.join(_REQUIRED)}")
+    name = spec.get("name", _OPTIONAL["name"])
+    if not isinstance(name, str) or not name:
+        raise UserError(f"network.name: expected a non-empty string, got {name!r}")
+    return NetworkProfile(
+        name=name,
+        uplink_mbps=_number(spec, "uplink_mbps", low=0.0, low_open=True),
+        downlink_mbps=_number(spec, "downlink_mbps", low=0.0, low_open=True),
+        rtt_ms=_number(spec, "rtt_ms", low=0.0),
+        jitter_ms=_number(spec, "jitter_ms", low=0.0),
+        loss=_number(spec, "loss", low=0.0, high=1.0),
+        source="user-defined",
+    )
+
+
+def _number(
+    spec: Mapping[str, Any], key: str, low: float, low_open: bool = False, high: float | None = None
+) -> float:
+    """``spec[key]`` (or its default) as a finite float in range, else a one-line UserError."""
+    value = spec.get(key, _OPTIONAL.get(key))
+    if low_open:
+        expected = f"a number > {low:g}"
+    elif high is not None:
+        expected = f"a number in [{low:g}, {high:g})"
+    else:
+        expected = f"a number >= {low:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"network.{key}: expected {expected}, got {value!r}")
+    ok = (value > low if low_open else value >= low) and (high is None or value < high)
+    if not ok:
+        raise UserError(f"network.{key}: expected {expected}, got {value!r}")
+    return float(value)
+
+
+# ------------------------------------------------------------------------- the shaper
+
+
+def sleep_until(deadline: float) -> None:
+    """Block until ``time.perf_counter() >= deadline``: sleep for the bulk, spin the last ~1 ms."""
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= SPIN_S:
+            break
+        time.sleep(left - SPIN_S)
+    while time.perf_counter() < deadline:
+        pass
+
+
+class _Link:
+    """One direction of a link: a busy-until clock, a rate, a delay and a seeded generator."""
+
+    def __init__(
+        self, mbps: float, rtt_ms: float, jitter_ms: float, loss: float, mtu: int, rng: np.random.Generator
+    ) -> None:
+        self.bits_per_s = mbps * 1e6
+        self.delay_s = rtt_ms / 2000.0
+        self.jitter_s = jitter_ms / 1000.0
+        self.loss = loss
+        self.mtu = mtu
+        self.rng = rng
+        self.free_at = -math.inf
+        self.lock = threading.Lock()
+
+    def wire_bytes(self, nbytes: int) -> int:
+        """Bytes serialised for ``nbytes`` of payload, counting retransmissions of lost packets."""
+        if self.loss == 0.0 or nbytes == 0:
+            return nbytes
+        full, last = divmod(nbytes, self.mtu)
+        sizes = np.full(full + (last > 0), self.mtu, dtype=np.int64)
+        if last:
+            sizes[-1] = last
+        sends = self.rng.geometric(1.0 - self.loss, size=len(sizes))  # tries until delivered, >= 1
+        return int((sizes * sends).sum())
+
+    def reserve(self, nbytes: int, now: float) -> tuple[float, float]:
+        """Occupy the link for ``nbytes`` from ``now``; (arrival time, seconds from ``now`` to it)."""
+        with self.lock:
+            serialise = self.wire_bytes(nbytes) * 8 / self.bits_per_s
+            delay = self.delay_s
+            if self.jitter_s > 0.0:
+                delay = max(0.0, delay + self.rng.uniform(-self.jitter_s, self.jitter_s))
+            wait = max(0.0, self.free_at - now)
+            self.free_at = now + wait + serialise
+        planned = wait + serialise + delay
+        return now + planned, planned
+
+
+class Shaper:
+    """Delay the calling thread as a transfer over a :class:`NetworkProfile` link would take.
+
+    Parameters
+    ----------
+    profile : NetworkProfile or None
+        The link (see :func:`network_profile`); ``None``: no shaping (nothing sleeps).
+    seed : int
+        Seeds the jitter and loss draws (one generator per direction).
+    mtu : int
+        Packet size in bytes for loss and retransmission.
+    """
+
+    def __init__(self, profile: NetworkProfile | None, seed: int = 0, mtu: int = 1500) -> None:
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0:
+            raise UserError(f"mtu: expected a positive integer, got {mtu!r}")
+        self.profile = profile
+        self.seed = seed
+        self.mtu = mtu
+        self._links: dict[str, _Link] = {}
+        if profile is not None:
+            up, down = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+            common = {
+                "rtt_ms": profile.rtt_ms,
+                "jitter_ms": profile.jitter_ms,
+                "loss": profile.loss,
+                "mtu": mtu,
+            }
+            self._links = {
+                "uplink": _Link(profile.uplink_mbps, rng=up, **common),
+                "downlink": _Link(profile.downlink_mbps, rng=down, **common),
+            }
+
+    def uplink(self, nbytes: int) -> float:
+        """Block for the transfer of ``nbytes`` client -> server; the seconds planned."""
+        return self.transfer(nbytes, "uplink")
+
+    def downlink(self, nbytes: int) -> float:
+        """Block for the transfer of ``nbytes`` server -> client; the seconds planned."""
+        return self.transfer(nbytes, "downlink")
+
+    def transfer(self, nbytes: int, direction: str) -> float:
+        """Block for the transfer of ``nbytes`` in ``direction``; the seconds planned (0 unshaped).
+
+        The plan counts queueing behind earlier transfers on the same link, serialisation
+        (with retransmissions), propagation delay and jitter.
+        """
+        _check_direction(direction)
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        if self.profile is None:
+            return 0.0
+        arrival, planned = self._links[direction].reserve(int(nbytes), time.perf_counter())
+        sleep_until(arrival)
+        return planned
+
+    def expected(self, nbytes: int, direction: str) -> float:
+        """The reference time ``S * 8 / r + rtt / 2`` in seconds (no queueing, jitter or loss)."""
+        _check_direction(direction)
+        if self.profile is None:
+            return 0.0
+        mbps = self.profile.uplink_mbps if direction == "uplink" else self.profile.downlink_mbps
+        return nbytes * 8 / (mbps * 1e6) + self.profile.rtt_ms / 2000.0
+
+    def describe(self) -> dict[str, Any]:
+        """The link for a result file: profile fields, seed, MTU and the method."""
+        if self.profile is None:
+            return {"name": "none", "method": "no shaping", "seed": self.seed}
+        return {**asdict(self.profile), "seed": self.seed, "mtu": self.mtu, "method": METHOD}
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+# ------------------------------------------------------------------- optional: tc tbf
+
+#: Maximum queueing delay of the tbf qdisc before it drops (TCP adapts to the rate well before).
+TBF_LATENCY_MS = 400
+#: Bytes the loopback device adds to each packet (its Ethernet-sized hard header).
+LO_HEADER = 14
+#: Exit status of the namespace's shell when setting up lo or the qdisc failed.
+_SETUP_FAILED = 97
+
+
+def tc_tbf_commands(
+    profile: NetworkProfile, dev: str = "lo", direction: str = "uplink", mtu: int = 1500
+) -> list[list[str]]:
+    """The ``tc`` command that limits ``dev`` to the profile's rate with a token-bucket filter.
+
+    Only the rate of one direction is shaped (on ``lo`` both directions share it);
+    propagation delay, jitter and loss need ``netem`` and are not applied.
+
+    Parameters
+    ----------
+    profile : NetworkProfile
+        The link.
+    dev : str
+        Network device.
+    direction : {"uplink", "downlink"}
+        Whose rate to apply.
+    mtu : int
+        The device's MTU; the bucket holds at least two packets with headers.
+
+    Returns
+    -------
+    list of list of str
+        Commands to run in order (argv lists).
+    """
+    _check_direction(direction)
+    mbps = profile.uplink_mbps if direction == "uplink" else profile.downlink_mbps
+    kbit = max(1, round(mbps * 1000))
+    # burst >= one packet with its header (else every packet is dropped); about 1 ms at rate.
+    burst = max(2 * (mtu + LO_HEADER), math.ceil(kbit * 1000 / 8 / 1000))
+    tbf = ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{kbit}kbit"]
+    return [[*tbf, "burst", str(burst), "latency", f"{TBF_LATENCY_MS}ms"]]
+
+
+def netns_unavailable() -> str | None:
+    """Why :func:`run_in_netns` cannot work here, or ``None`` when it can."""
+    for tool in ("unshare", "ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"{tool!r} not found on PATH"
+    probe = subprocess.run(
+        ["unshare", "-n", "sh", "-c", "ip link set lo up && tc qdisc show dev lo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        reason = probe.stderr.strip() or f"exit status {probe.returncode}"
+        return f"cannot make a network namespace with tc (unshare -n: {reason})"
+    return None
+
+
+def run_in_netns(
+    argv: Sequence[str],
+    profile: NetworkProfile,
+    direction: str = "uplink",
+    mtu: int = 1500,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a new network namespace whose loopback is shaped by ``tc tbf``.
+
+    The namespace (``unshare -n``, needs root or user namespaces) has only ``lo``, set up
+    with ``mtu`` and the commands of :func:`tc_tbf_commands`; it disappears when ``argv``
+    exits. Servers and clients in ``argv`` talk over 127.0.0.1 at the profile's rate.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+        With ``stdout`` and ``stderr`` as text.
+
+    Raises
+    ------
+    UserError
+        When the namespace or the qdisc cannot be set up (the reason from the tools).
+    """
+    setup = [["ip", "link", "set", "lo", "mtu", str(mtu)], ["ip", "link", "set", "lo", "up"]]
+    setup += tc_tbf_commands(profile, "lo", direction, mtu)
+    script = (
+        f"{' && '.join(shlex.join(cmd) for cmd in setup)} || exit {_SETUP_FAILED}; exec {shlex.join(argv)}"
+    )
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode == _SETUP_FAILED or (done.returncode != 0 and "unshare:" in done.stderr):
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"cannot shape loopback in a network namespace with tc tbf: {reason}")
+    return done
