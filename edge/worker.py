@@ -174,7 +174,13 @@ class Connection:
         assert config.server is not None
         self.address = config.server
         self.config = config
-        options = grpc_options(256 << 20)
+        # reconnect quickly after a server restart (gRPC's default first backoff is 1 s)
+        options = [
+            *grpc_options(256 << 20),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
         if config.tls_ca is not None:
             if not config.tls_ca.is_file():
                 raise UserError(
@@ -205,10 +211,11 @@ class Connection:
 
     def _explain(self, err: grpc.RpcError) -> UserError:
         code = err.code()
+        reach = "is fedsim edge serve running there, with matching TLS settings (--tls-ca)?"
         hint = {
-            grpc.StatusCode.UNAVAILABLE: "is `fedsim edge serve` running there, with matching TLS settings?",
+            grpc.StatusCode.UNAVAILABLE: reach,
+            grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer within {self.config.timeout_s:g} s; {reach}",
             grpc.StatusCode.UNAUTHENTICATED: "pass the server's token with --token-file",
-            grpc.StatusCode.DEADLINE_EXCEEDED: "the server did not answer in time",
         }.get(code, "")
         return UserError(f"edge server {self.address}: {code.name}: {err.details()}; {hint}".rstrip("; "))
 
@@ -338,7 +345,7 @@ def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels:
     )
 
 
-def test_images(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def camera_images(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The test set as the device's camera would give it: uint8 ``[N, H, W, C]`` and labels."""
     from edge.experiment import DataSpec, raw_uint8, spec_data
 
@@ -406,7 +413,7 @@ class Worker:
         m = self.served.manifest
         self.mean, self.std = tuple(m["mean"]), tuple(m["std"])
         self.channels = self._pick_channels()
-        self.images, self.labels = test_images(m)
+        self.images, self.labels = camera_images(m)
         self.session = self._session()
         self.meter = make_meter(
             config.meter,
