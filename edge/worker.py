@@ -144,13 +144,17 @@ class WorkerConfig:
     tls_ca: Path | None = None
     token: str | None = None
 
+    @property
+    def network_name(self) -> str:
+        """The link's name: a profile name, ``custom`` (a mapping) or ``none`` (no shaping, local mode)."""
+        if self.mode == "local" or not self.network:
+            return "none"
+        return self.network if isinstance(self.network, str) else str(self.network.get("name", "custom"))
+
     def label(self, channels: int | None) -> str:
         """Folder name of this configuration, e.g. ``split-rpi4-wifi-C2``."""
-        net = self.network if isinstance(self.network, str) else ("custom" if self.network else "none")
-        if self.mode == "local":
-            net = "none"
         suffix = f"-C{channels}" if self.mode == "split" else ""
-        return f"{self.mode}-{self.device}-{net}{suffix}"
+        return f"{self.mode}-{self.device}-{self.network_name}{suffix}"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -633,7 +637,7 @@ class Worker:
             "label": cfg.label(self.channels),
             "mode": cfg.mode,
             "device": cfg.device,
-            "network": cfg.label(self.channels).split("-")[2] if cfg.mode != "local" else "none",
+            "network": cfg.network_name,
             "channels": self.channels,
             "model": self.served.manifest.get("name"),
             "requests": len(rows),

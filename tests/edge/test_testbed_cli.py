@@ -94,7 +94,7 @@ def _bench_file(tmp_path: Path, onnx: Path, **extra) -> Path:
     data = {
         "name": "tb",
         "model": {"onnx": str(onnx)},
-        "devices": ["rpi4"],
+        "devices": ["jetson-nano"],
         "networks": ["wifi", {"uplink_mbps": 2, "downlink_mbps": 8, "rtt_ms": 40}],
         "bottlenecks": [1],
         "requests": 3,
@@ -115,11 +115,11 @@ def test_bench_writes_every_configuration_and_the_comparison(tiny_onnx: Path, tm
     labels = sorted(p.name for p in (run / "workers").iterdir())
     assert labels == sorted(
         [
-            "local-rpi4-none",
-            "offload-rpi4-wifi",
-            "split-rpi4-wifi-C1",
-            "offload-rpi4-custom",
-            "split-rpi4-custom-C1",
+            "local-jetson-nano-none",
+            "offload-jetson-nano-wifi",
+            "split-jetson-nano-wifi-C1",
+            "offload-jetson-nano-custom",
+            "split-jetson-nano-custom-C1",
         ]
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -128,7 +128,7 @@ def test_bench_writes_every_configuration_and_the_comparison(tiny_onnx: Path, tm
     assert [(r["network"], r["C"]) for r in comparison] == [("wifi", 1), ("custom", 1)]
     by = {w["label"]: w for w in summary["workers"]}
     row = comparison[0]
-    split, local = by["split-rpi4-wifi-C1"], by["local-rpi4-none"]
+    split, local = by["split-jetson-nano-wifi-C1"], by["local-jetson-nano-none"]
     assert row["split_latency_ms"] == split["latency_ms"]["total"]["mean"]
     expected = 100 * (split["energy_J"]["total"] - local["energy_J"]["total"]) / local["energy_J"]["total"]
     assert row["energy_vs_local_pct"] == pytest.approx(expected)
