@@ -152,12 +152,9 @@ def _measure(model: Path, threads: int, repeats: int) -> Calibration:
     """Median onnxruntime latency of ``model`` on one seeded image after the warm-ups."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    from edge.onnx_export import ort_session
+
+    session = ort_session(model, threads)
     name = session.get_inputs()[0].name
     image = np.random.default_rng(SEED).standard_normal((1, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
     for _ in range(WARMUPS):

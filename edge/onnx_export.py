@@ -97,15 +97,27 @@ def check_model(path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
+def ort_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of ``path``, quiet, with ``threads`` intra-op threads (None: its default).
+
+    Sessions are thread-safe: one session may serve concurrent ``run`` calls.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OrtModel:
     """An onnxruntime session over one input and one output (CPU)."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path)
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

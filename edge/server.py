@@ -39,6 +39,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from edge.onnx_export import ort_session
 from edge.proto import SERVICE, pb, rpc
 from edge.wire import BadInput, decode_tensor, jpeg_decode, preprocess
 from fedsim.errors import UserError
@@ -119,16 +120,6 @@ def resolve_model_dir(path: Path) -> Path:
     )
 
 
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 @dataclass
 class ModelFile:
     """An ONNX file the server can hand to a device."""
@@ -163,11 +154,11 @@ class ServedModel:
         self.bottlenecks: dict[int, tuple[int, ...]] = {}
         for m in self.manifest["models"]:
             c = int(m["C"])
-            self.tails[c] = _session(folder / m["tail"], threads)
+            self.tails[c] = ort_session(folder / m["tail"], threads)
             self.heads[c] = ModelFile.of(folder / m["head"])
             self.bottlenecks[c] = tuple(m["bottleneck_shape"])
         self.full_file = ModelFile.of(folder / self.manifest["full"]["file"])
-        self.full = _session(self.full_file.path, threads)
+        self.full = ort_session(self.full_file.path, threads)
 
     def run_tail(self, z: np.ndarray) -> np.ndarray:
         """Logits of the tail whose input has ``z.shape[1]`` channels."""

@@ -439,10 +439,10 @@ class Worker:
     def _session(self) -> Any:
         if self.config.mode == "offload":
             return None
-        from edge.server import _session
+        from edge.onnx_export import ort_session
 
         path = self.served.full_path if self.config.mode == "local" else self.served.head_paths[self.channels]
-        return _session(path, self.config.threads)
+        return ort_session(path, self.config.threads)
 
     # -- one request
     def _call(self, request: bytes) -> tuple[bytes | None, int, str, float]:

@@ -16,8 +16,9 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edge.codec import CODECS, Encoded
+from edge.onnx_export import ort_session
 from edge.proto import SERVICE, pb, rpc
-from edge.server import ServedModel, ServerConfig, TailServer, _session
+from edge.server import ServedModel, ServerConfig, TailServer
 from edge.wire import jpeg_decode, jpeg_encode, preprocess, tensor_message
 from edge.worker import REQUESTS_FILE, STAGES, SUMMARY_FILE, TRACE_FILE, Worker, WorkerConfig, camera_images
 from fedsim.errors import UserError
@@ -57,7 +58,7 @@ def features_request(
     served: ServedModel, raw: np.ndarray, c: int = 1, request_id: int = 1
 ) -> pb.InferRequest:
     head = ServedModel  # noqa: F841 - documentation: the head runs on the device
-    session = _session(served.folder / f"C{c}" / "head.onnx", 1)
+    session = ort_session(served.folder / f"C{c}" / "head.onnx", 1)
     z = session.run(None, {"image": preprocess(raw, served.mean, served.std)})[0]
     encoded = CODECS.get("quant8").encode(torch.from_numpy(z[0]))
     return pb.InferRequest(request_id=request_id, features=tensor_message(encoded))
