@@ -44,6 +44,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from fedsim.errors import UserError
 from fedsim.files import write_json
+from fedsim.runstore import new_run_dir
 from fedsim.scenario import Document, ScenarioError, Strict, format_validation_error, read_with_overrides
 
 BENCH_FILE = "bench.yaml"
@@ -296,17 +297,6 @@ def _versions() -> dict[str, str]:
     return {p: version(p) for p in ("fedsim", "grpcio", "onnxruntime", "protobuf")}
 
 
-def new_bench_dir(bench: Bench) -> Path:
-    """A fresh ``OUTPUT/NAME-YYYYmmdd-HHMMSS[-N]``."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = bench.output.dir / f"{bench.name}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
 def run_bench(
     path: Path,
     overrides: list[str] | None = None,
@@ -320,7 +310,7 @@ def run_bench(
     onnx = obtain_model(bench.model, log)
     manifest = json.loads((onnx / "manifest.json").read_text())
     grid = configurations(bench, [int(m["C"]) for m in manifest["models"]])
-    run = new_bench_dir(bench)
+    run = new_run_dir(bench)  # type: ignore[arg-type]  # any document with name and output.dir
     (run / WORKERS_DIR).mkdir(parents=True)
     (run / BENCH_FILE).write_text(bench.to_yaml())
     summary: dict[str, Any] = {
