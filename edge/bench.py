@@ -59,19 +59,38 @@ BOTTLEFIT_REPORTED = {
 }
 
 
+class TimingSpec(Strict):
+    """An untrained ImageNet-size model, for latency and energy only (accuracy is meaningless).
+
+    Latency and energy do not depend on the weights, so a randomly initialised ResNet
+    with a BottleFit bottleneck shows where split computing pays off at the scale the
+    paper measured, without training it here.
+    """
+
+    arch: Literal["resnet18", "resnet50", "resnet152"] = "resnet18"
+    image_size: int = Field(224, ge=32, le=512)
+    split: Literal["layer1", "layer2", "layer3"] = "layer2"
+    channels: list[int] = Field(default_factory=lambda: [12], min_length=1)
+    num_classes: int = Field(10, ge=2)
+    test_images: int = Field(50, ge=10)
+
+
 class ModelSpec(Strict):
-    """Where the served model comes from: exactly one of ``onnx``, ``run``, ``train``."""
+    """Where the served model comes from: exactly one of ``onnx``, ``run``, ``train``, ``timing``."""
 
     onnx: Path | None = Field(None, description="an ONNX folder written by fedsim edge export")
     run: Path | None = Field(None, description="an edge run folder (exported on first use)")
     train: Path | None = Field(None, description="an edge experiment file, trained once and cached")
     set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the experiment")
+    timing: TimingSpec | None = Field(None, description="an untrained model for latency and energy only")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("onnx", "run", "train") if getattr(self, k) is not None]
+        given = [k for k in ("onnx", "run", "train", "timing") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"expected exactly one of onnx, run, train; got {', '.join(given) or 'none'}")
+            raise ValueError(
+                f"expected exactly one of onnx, run, train, timing; got {', '.join(given) or 'none'}"
+            )
         return self
 
 
@@ -152,7 +171,7 @@ def load_bench(path: Path, overrides: list[str] | None = None) -> Bench:
 # ------------------------------------------------------------------------------ model
 
 
-def obtain_model(spec: ModelSpec, log: Callable[[str], None]) -> Path:
+def obtain_model(spec: ModelSpec, seed: int, log: Callable[[str], None]) -> Path:
     """The ONNX folder to serve: given, exported from a run, or trained and exported once (cached)."""
     from edge.server import resolve_model_dir
 
@@ -160,6 +179,8 @@ def obtain_model(spec: ModelSpec, log: Callable[[str], None]) -> Path:
         return resolve_model_dir(spec.onnx)
     if spec.run is not None:
         return resolve_model_dir(spec.run)
+    if spec.timing is not None:
+        return timing_model(spec.timing, seed, log)
     assert spec.train is not None
     from edge.experiment import load_experiment
     from edge.onnx_export import MANIFEST_FILE, export_run
@@ -185,6 +206,69 @@ def obtain_model(spec: ModelSpec, log: Callable[[str], None]) -> Path:
         raise UserError(f"training the bench model stopped ({summary.get('status')}); see {folder.path}")
     tmp = Path(tempfile.mkdtemp(dir=home, prefix=".onnx-"))
     export_run(folder.path, tmp)
+    tmp.replace(onnx)
+    return onnx
+
+
+def timing_model(spec: TimingSpec, seed: int, log: Callable[[str], None]) -> Path:
+    """Export an untrained ResNet, its BottleFit splits and a manifest once (cached by spec and seed)."""
+    import torch
+
+    from edge import resnet
+    from edge.bottlefit import inject_bottleneck
+    from edge.experiment import DataSpec, spec_data
+    from edge.onnx_export import MANIFEST_FILE, export_full, export_split
+    from fedsim.cache import cache_dir
+
+    key = hashlib.sha256(f"{spec.model_dump_json()} seed {seed}".encode()).hexdigest()[:16]
+    onnx = cache_dir() / "edge-bench" / f"timing-{spec.arch}-{key}" / "onnx"
+    if (onnx / MANIFEST_FILE).is_file():
+        log(f"model: cached {onnx}")
+        return onnx
+    log(f"model: exporting an untrained {spec.arch} at {spec.image_size}x{spec.image_size} (timing only)")
+    per_class = max(1, spec.test_images // 10)
+    data_spec = DataSpec(
+        dataset="shapes",
+        options={"image_size": 64, "num_train": 10, "num_test": 10 * per_class},
+        image_size=spec.image_size,
+    )
+    data = spec_data(data_spec, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        teacher = getattr(resnet, spec.arch)(spec.num_classes).eval()
+        splits = {c: inject_bottleneck(teacher, spec.split, c, spec.image_size).eval() for c in spec.channels}
+    home = onnx.parent
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=home, prefix=".onnx-"))
+    x = data.x_test[:4]
+    models = []
+    for c, model in splits.items():
+        files = export_split(model, x[:2], tmp / f"C{c}")
+        models.append(
+            {
+                "C": c,
+                "head": f"C{c}/head.onnx",
+                "tail": f"C{c}/tail.onnx",
+                "bottleneck_shape": files["bottleneck_shape"],
+            }
+        )
+    manifest = {
+        "name": f"{spec.arch}-{spec.image_size}-untrained",
+        "untrained": True,
+        "split": spec.split,
+        "data": {**data_spec.model_dump(mode="json"), "seed": seed},
+        "full": export_full(teacher, x, tmp),
+        "codec": "quant8",
+        "input_shape": list(data.input_shape),
+        "input_name": "image",
+        "bottleneck_name": "bottleneck",
+        "output_name": "logits",
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "class_names": [str(i) for i in range(spec.num_classes)],
+        "models": models,
+    }
+    write_json(tmp / MANIFEST_FILE, manifest)
     tmp.replace(onnx)
     return onnx
 
@@ -307,7 +391,7 @@ def run_bench(
     from edge.worker import Worker, WorkerConfig
 
     bench = load_bench(path, overrides)
-    onnx = obtain_model(bench.model, log)
+    onnx = obtain_model(bench.model, bench.seed, log)
     manifest = json.loads((onnx / "manifest.json").read_text())
     grid = configurations(bench, [int(m["C"]) for m in manifest["models"]])
     run = new_run_dir(bench)  # type: ignore[arg-type]  # any document with name and output.dir
@@ -317,7 +401,12 @@ def run_bench(
         "kind": "edge-bench",
         "name": bench.name,
         "status": "running",
-        "model": {"onnx": str(onnx), "name": manifest["name"], "codec": manifest["codec"]},
+        "model": {
+            "onnx": str(onnx),
+            "name": manifest["name"],
+            "codec": manifest["codec"],
+            "untrained": bool(manifest.get("untrained", False)),
+        },
         "server": bench.server.model_dump(mode="json"),
         "configurations": len(grid),
         "workers": [],

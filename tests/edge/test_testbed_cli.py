@@ -147,7 +147,7 @@ def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None
         ({"meter": "joulescope"}, "meter: unknown meter 'joulescope'"),
         (
             {"model": {"onnx": "a", "run": "b"}},
-            "model: expected exactly one of onnx, run, train; got onnx, run",
+            "model: expected exactly one of onnx, run, train, timing; got onnx, run",
         ),
     ):
         with pytest.raises(UserError, match=message):
@@ -158,3 +158,19 @@ def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None
     assert res.returncode == 2 and "unknown device 'pixel'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing written for a bad file
+
+
+def test_timing_model_is_exported_once_and_served(tmp_path: Path) -> None:
+    from edge.bench import TimingSpec, timing_model
+    from edge.server import ServedModel
+
+    spec = TimingSpec(arch="resnet18", image_size=64, channels=[2], test_images=10)
+    lines: list[str] = []
+    folder = timing_model(spec, 0, lines.append)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["untrained"] and manifest["name"] == "resnet18-64-untrained"
+    assert manifest["models"][0]["bottleneck_shape"] == [2, 9, 9]  # encoder output for a 64x64 input
+    assert manifest["full"]["same_predictions"] == manifest["full"]["images"]
+    served = ServedModel(folder)
+    assert served.input_shape == (3, 64, 64) and sorted(served.tails) == [2]
+    assert timing_model(spec, 0, lines.append) == folder and lines[-1].startswith("model: cached")
