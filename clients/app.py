@@ -11,7 +11,8 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import CLIENT_ALGORITHMS
-from fedsim.workspace import client_data, scenario_of
+from fedsim.data.export import node_partition
+from fedsim.workspace import scenario_of
 
 app = ClientApp()
 
@@ -36,7 +37,6 @@ def evaluate(msg: Message, context: Context) -> Message:
 def query(msg: Message, context: Context) -> Message:
     """Describe this node: partition id and data sizes."""
     scenario = scenario_of(str(context.run_config["scenario"]))
-    pid = int(context.node_config["partition-id"])
-    data = client_data(scenario, pid)
+    pid, data = node_partition(context.node_config, scenario)
     info = MetricRecord({"partition-id": pid, "num-train": len(data.y_train), "num-test": len(data.y_test)})
     return Message(RecordDict({"info": info}), reply_to=msg)

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
+from fedsim.data.export import node_partition
 from fedsim.models import SplitModel
 from fedsim.records import load_arrays, model_to_arrays
 from fedsim.scenario import Scenario
 from fedsim.training import Stats, derive_seed
-from fedsim.workspace import ClientData, client_data, scenario_of, worker_model
+from fedsim.workspace import ClientData, scenario_of, worker_model
 
 
 @dataclass
@@ -50,12 +51,16 @@ class ClientEnv:
 
 
 def client_env(msg: Message, context: Context) -> ClientEnv:
-    """Build the env of one call from the run config and the node config."""
+    """Build the env of one call from the run config and the node config.
+
+    A real SuperNode names its partition file (``partition-file`` in its node config,
+    see :mod:`fedsim.data.export`); in simulation the node config gives ``partition-id``.
+    """
     scenario = scenario_of(str(context.run_config["scenario"]))
-    pid = int(context.node_config["partition-id"])
+    pid, data = node_partition(context.node_config, scenario)
     config = msg.content.config_records.get("config")
     server_round = int(config["server-round"]) if config and "server-round" in config else 0
-    return ClientEnv(scenario, pid, client_data(scenario, pid), server_round)
+    return ClientEnv(scenario, pid, data, server_round)
 
 
 def reply(

@@ -100,10 +100,41 @@ def validate(scenario: Path, set_: SetOption = None) -> None:
 
 
 @app.command()
+def pretrain(
+    scenario: Path,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option(help="Also copy the checkpoint to this file.")] = None,
+) -> None:
+    """Pretrain (or find in the cache) the frozen backbone of a prompt-tuning scenario (pfedpg)."""
+    import shutil
+
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies.pfedpg import pretrain_backbone
+
+    backbone = pretrain_backbone(load_scenario(scenario, set_ or []))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(backbone.path, out)
+    how = "pretrained" if backbone.pretrained_here else "found in the cache"
+    console.print(
+        f"backbone {how}: {out or backbone.path} sha256 {backbone.sha256}; "
+        f"use it with --set algorithm.backbone={out or backbone.path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def run(
     scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file.")] = None,
     set_: SetOption = None,
-    runtime: Annotated[str | None, typer.Option(help="inprocess (default) or ray.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="inprocess (default), ray or deployment.")] = None,
+    superlink: Annotated[
+        str | None, typer.Option(help="deployment: the SuperLink's HOST:PORT (runtime.deployment.superlink).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray: join this cluster, auto or HOST:PORT (runtime.ray.address).")
+    ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this round (resumable).", min=1)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -116,17 +147,45 @@ def run(
         raise UserError("give either a SCENARIO file or --resume RUN_FOLDER")
     show = not quiet and console.is_terminal
     if resume is not None:
-        if set_:
-            raise UserError("--set cannot change a run being resumed; start a new run instead")
+        if set_ or superlink or ray_address:
+            raise UserError(
+                "--set, --superlink and --ray-address cannot change a run being resumed; "
+                "start a new run instead"
+            )
         folder, summary = resume_run(resume, runtime, stop_after, show, verbose, console)
     else:
         overrides = list(set_ or []) + ([f"runtime.name={runtime}"] if runtime else [])
+        overrides += [f"runtime.deployment.superlink={superlink}"] if superlink else []
+        overrides += [f"runtime.ray.address={ray_address}"] if ray_address else []
         folder, summary = start_run(scenario, overrides, stop_after, show, verbose, console)
     acc = summary.get("final_server_accuracy")
     acc_text = f", test accuracy {acc:.4f}" if acc is not None else ""
     console.print(
         f"{summary['status']}: {summary['rounds_completed']}/{summary['rounds_planned']} rounds{acc_text}; "
         f"results in {folder.path}"
+    )
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Data for real devices.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("export")
+def data_export(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    outdir: Annotated[Path, typer.Argument(help="Folder for client-N.npz (one per client).")],
+    set_: SetOption = None,
+) -> None:
+    """Write one partition file per client (its training and local test set) for SuperNodes."""
+    from fedsim.data.export import export_partitions
+    from fedsim.scenario import load_scenario
+
+    sc = load_scenario(scenario, set_ or [])
+    paths = export_partitions(sc, outdir)
+    console.print(
+        f"{len(paths)} partition files of {sc.name} in {outdir} "
+        f"(client-0.npz .. client-{len(paths) - 1}.npz)",
+        highlight=False,
     )
 
 
@@ -189,7 +248,7 @@ def compare(
 
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="Run folder (fedsim run or fedsim edge train).")],
+    run: Annotated[Path, typer.Argument(help="Run folder (fedsim run, fedsim edge train or edge bench).")],
 ) -> None:
     """(Re)build RUN/report.html and RUN/figures/ from a run folder."""
     from fedsim.report import write_report

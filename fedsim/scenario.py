@@ -141,11 +141,25 @@ class RaySpec(Strict):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per client actor")
 
 
+class DeploymentSpec(Strict):
+    """Options of the ``deployment`` runtime (a SuperLink someone runs)."""
+
+    superlink: str | None = Field(None, description="the SuperLink's HOST:PORT (its HTTP API)")
+    root_certificates: Path | None = Field(None, description="CA certificate of a TLS SuperLink")
+
+    @field_validator("root_certificates")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to the working directory, stored absolute."""
+        return None if value is None else value.expanduser().absolute()
+
+
 class RuntimeSpec(Strict):
     """Which runtime executes the apps, and its options."""
 
     name: str = "inprocess"
     ray: RaySpec = RaySpec()
+    deployment: DeploymentSpec = DeploymentSpec()
 
 
 class OutputSpec(Strict):

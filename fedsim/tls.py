@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -94,3 +95,17 @@ def generate_certificates(out: Path, hosts: list[str] | None = None, days: int =
     paths["server.pem"].write_bytes(server_pem + paths["ca.crt"].read_bytes())
     _write_key(key, paths["server.key"])
     return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fedsim.tls OUT [HOSTS...]``: write the certificates and list them."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m fedsim.tls OUT [HOST_OR_IP ...]", file=sys.stderr)
+        sys.exit(2)
+    for path in generate_certificates(Path(args[0]), args[1:] or None).values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -46,7 +46,11 @@ def test_dirichlet_alpha_must_be_positive(write_scenario) -> None:
 
 def test_unknown_component_lists_known(write_scenario) -> None:
     msg = error_of(write_scenario({"algorithm": {"name": "fedsgd"}}))
-    assert "algorithm.name: unknown algorithm 'fedsgd'; expected one of: fedavg, fedloge, fedprox" in msg
+    from fedsim.strategies import STRATEGIES
+
+    known = ", ".join(sorted(STRATEGIES.names()))
+    assert {"fedavg", "fedloge", "fedprox"} <= set(STRATEGIES.names())
+    assert f"algorithm.name: unknown algorithm 'fedsgd'; expected one of: {known}" in msg
 
 
 def test_component_parameter_checked(write_scenario) -> None:
@@ -84,19 +88,28 @@ def test_apply_overrides_does_not_mutate() -> None:
 
 
 def test_every_shipped_scenario_validates() -> None:
-    """Every YAML under scenarios/: FL scenarios and edge experiments (by their keys)."""
+    """Every YAML under scenarios/: FL scenarios, edge experiments and edge benches (by their keys)."""
     import yaml
 
+    from edge.bench import configurations, load_bench
     from edge.experiment import load_experiment
 
     files = sorted(Path(__file__).parents[1].glob("scenarios/**/*.yaml"))
     assert files, "no scenarios shipped"
-    kinds = {"fl": 0, "edge": 0}
+    kinds = {"fl": 0, "edge": 0, "bench": 0}
     for file in files:
-        if "bottleneck_channels" in yaml.safe_load(file.read_text()):
+        raw = yaml.safe_load(file.read_text())
+        if "bottleneck_channels" in raw:
             load_experiment(file)
             kinds["edge"] += 1
+        elif "devices" in raw and "modes" in raw:
+            bench = load_bench(file)
+            if bench.model.train is not None:
+                load_experiment(bench.model.train, bench.model.set)
+            channels = bench.model.timing.channels if bench.model.timing else [1, 2, 4, 8]
+            assert configurations(bench, channels)
+            kinds["bench"] += 1
         else:
             load_scenario(file)
             kinds["fl"] += 1
-    assert kinds["fl"] >= 2 and kinds["edge"] >= 1
+    assert kinds["fl"] >= 2 and kinds["edge"] >= 1 and kinds["bench"] >= 2

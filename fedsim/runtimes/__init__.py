@@ -2,6 +2,6 @@
 
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
 
-from fedsim.runtimes import inprocess_launch, ray_launch  # noqa: F401  isort: skip
+from fedsim.runtimes import deployment, inprocess_launch, ray_launch  # noqa: F401  isort: skip
 
 __all__ = ["RUNTIMES", "LaunchRequest"]

@@ -33,6 +33,7 @@ from typing import Any
 import tomli_w
 
 from fedsim.apps import write_app_dir
+from fedsim.errors import UserError
 from fedsim.runstore import METRICS_FILE
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
 from fedsim.server.callbacks import summarise
@@ -61,6 +62,22 @@ def _healthy(port: int) -> bool:
         return False
     finally:
         conn.close()
+
+
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail with one line unless a Ray cluster's ``HOST:PORT`` accepts connections (``auto``: Ray checks)."""
+    if address in (None, "auto", "local"):
+        return
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"ray address {address!r}: expected auto or HOST:PORT of the cluster's head")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); expected the head of "
+            "'ray start --head' there (fix --ray-address or runtime.ray.address)"
+        ) from None
 
 
 class FlowerSimulation:
@@ -153,7 +170,8 @@ class FlowerSimulation:
         self._proc = None
 
 
-def _follow(request: LaunchRequest, sim: FlowerSimulation, run_id: str) -> None:
+def follow_run(request: LaunchRequest, sim: FlowerSimulation, run_id: str) -> None:
+    """Feed the callbacks each new metrics row until ``flwr log --stream`` ends (the run is over)."""
     follower = sim.log_follower(run_id)
     metrics, seen = request.folder.path / METRICS_FILE, 0
     try:
@@ -181,6 +199,11 @@ def launch(request: LaunchRequest) -> None:
     """Run the scenario on Flower's Simulation Engine; results land in the run folder."""
     sc = request.scenario
     work = request.folder.path / "flower"
+    try:
+        check_ray_address(sc.runtime.ray.address)
+    except UserError as exc:
+        summarise(request.folder, "failed", None, {"error": str(exc)})
+        raise
     app_dir = write_app_dir(work / "app")
     overrides = work / "run-config.toml"
     overrides.write_text(tomli_w.dumps(request.run_config()))
@@ -197,7 +220,7 @@ def launch(request: LaunchRequest) -> None:
         if not res.get("success"):
             raise RayRunFailed(f"flwr run refused the run: {res.get('error-message')}")
         run_id = str(res["run-id"])
-        _follow(request, sim, run_id)
+        follow_run(request, sim, run_id)
         status, details = sim.status(run_id)
     finally:
         sim.stop()
