@@ -340,7 +340,12 @@ def worker(
     out: Annotated[Path, typer.Option(help="Results go to OUT/<mode>-<device>-<network>[-C<c>]/.")] = Path(
         "results"
     ),
-    device: Annotated[str, typer.Option(help="Device profile to emulate (this-host: none).")] = "this-host",
+    device: Annotated[str, typer.Option(help="Device profile (labels results; the model meter's power).")] = (
+        "this-host"
+    ),
+    emulate: Annotated[
+        bool, typer.Option(help="Scale times to the profile's speed; --no-emulate on the real board.")
+    ] = True,
     network: Annotated[str, typer.Option(help="Network profile for the shaper (none: no shaping).")] = "none",
     channels: Annotated[
         int | None, typer.Option("--channels", "-C", help="Bottleneck width C (split).")
@@ -376,6 +381,7 @@ def worker(
         server=server,
         model_dir=model,
         device=device,
+        emulate=emulate,
         network=None if network in ("none", "") else network,
         channels=channels,
         requests=requests,

@@ -89,7 +89,11 @@ class WorkerConfig:
     model_dir : Path, optional
         A local ONNX folder (``fedsim edge export``); otherwise models come from the server.
     device : str
-        Device profile (``this-host``: no emulation).
+        Device profile: its name labels the results and its power coefficients drive the
+        ``model`` meter.
+    emulate : bool
+        Scale device-side times by the profile's calibrated speed (running on this
+        machine as that device); False on the real board (``this-host`` never scales).
     network : str or dict, optional
         Network profile for the shaper (``None``: no shaping).
     channels : int, optional
@@ -126,6 +130,7 @@ class WorkerConfig:
     server: str | None = None
     model_dir: Path | None = None
     device: str = "this-host"
+    emulate: bool = True
     network: str | dict[str, Any] | None = None
     channels: int | None = None
     requests: int = 100
@@ -401,7 +406,8 @@ class Worker:
         self.config = config
         self.progress = progress
         self.profile = DEVICES.get(config.device)
-        self.calibration = None if self.profile.gflops is None else calibrate(threads=config.threads)
+        emulated = config.emulate and self.profile.gflops is not None
+        self.calibration = calibrate(threads=config.threads) if emulated else None
         self.scale = 1.0 if self.calibration is None else time_scale(self.profile, self.calibration)
         self.shaper = Shaper(network_profile(config.network) if config.mode != "local" else None, config.seed)
         self.conn = Connection(config) if config.server is not None else None

@@ -398,3 +398,14 @@ def test_stubs_generate_from_the_proto(tmp_path: Path) -> None:
     grpc_code = (tmp_path / "gen" / "inference_pb2_grpc.py").read_text()
     assert "EdgeInferenceStub" in grpc_code and "InferStream" in grpc_code
     assert "package fedsim.edge.v1" in PROTO.read_text()
+
+
+def test_real_board_mode_does_not_scale(server: TailServer, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{server.port}"
+    w = Worker(WorkerConfig(mode="split", server=address, device="rpi4", emulate=False, requests=2, warmup=0))
+    try:
+        summary = w.run(tmp_path / "board")
+    finally:
+        w.close()
+    assert summary["time_scale"] == 1.0 and summary["calibration"] is None
+    assert summary["meter"]["meter"] == "model" and "rpi4" in summary["meter"]["method"]
