@@ -3,6 +3,6 @@
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 
 # Explicit list: every client module registers its handlers here.
-from clients import fedavg, fedloge, fedprox  # noqa: F401  isort: skip
+from clients import creamfl, fedavg, fedloge, fedprox, pfedpg  # noqa: F401  isort: skip
 
 __all__ = ["CLIENT_ALGORITHMS", "ClientAlgorithm"]

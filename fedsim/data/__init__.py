@@ -4,6 +4,7 @@ Nothing in this package downloads anything: ``digits`` ships with scikit-learn,
 ``shapes`` is generated, and the CIFAR and image-folder loaders read local files.
 """
 
+from fedsim.data import domains  # noqa: F401  registers the 'domains' partitioner
 from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
 from fedsim.data.datasets import (
     DATASETS,
@@ -15,6 +16,7 @@ from fedsim.data.datasets import (
     load_dataset,
 )
 from fedsim.data.federated import FederatedData, build_federated, clear_federated_cache
+from fedsim.data.paired import PairedData, PairedSet, PrivateSet, build_paired
 from fedsim.data.partition import (
     PARTITIONERS,
     DirichletParams,
@@ -36,9 +38,13 @@ __all__ = [
     "DirichletParams",
     "FederatedData",
     "ImageFolderParams",
+    "PairedData",
+    "PairedSet",
+    "PrivateSet",
     "ShapesParams",
     "ShardsParams",
     "build_federated",
+    "build_paired",
     "class_groups",
     "clear_dataset_cache",
     "clear_federated_cache",

@@ -5,7 +5,7 @@ builds a deterministically initialised model for a seed. Importing the
 architecture modules (``cnn``, ``mlp``, ``resnet``) registers them.
 """
 
-from fedsim.models import cnn, mlp, resnet
+from fedsim.models import cnn, mlp, multimodal, resnet, vit
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape, ModelBuilder, build_model
 
@@ -17,5 +17,7 @@ __all__ = [
     "build_model",
     "cnn",
     "mlp",
+    "multimodal",
     "resnet",
+    "vit",
 ]

@@ -8,6 +8,6 @@ from fedsim.strategies.registry import STRATEGIES, build_strategy
 
 # Each module registers itself; the list is explicit so that nothing depends on
 # an import side effect elsewhere.
-from fedsim.strategies import fedavg, fedloge, fedprox  # noqa: F401  isort: skip
+from fedsim.strategies import creamfl, fedavg, fedloge, fedprox, pfedpg  # noqa: F401  isort: skip
 
 __all__ = ["STRATEGIES", "build_strategy"]

@@ -1,0 +1,189 @@
+"""CreamFL client (Yu et al., ICLR 2023; METHODS.md section 3).
+
+Each client keeps its own model (small encoders of its modality plus a classifier head)
+in ``context.state`` for the whole run; no weights are ever sent. One round:
+
+1. the model as it is at round start is the frozen "previous" model: its public
+   representations are the intra-modal negatives;
+2. a supervised epoch on private data: image clients classify shapes, text clients one
+   caption attribute (cross-entropy), image-text clients the symmetric InfoNCE on their
+   private pairs;
+3. a pass over the public set with lambda * (L_inter + L_intra) per modality held
+   (tau 0.5, lambda 0.5), against the server's global representations I^g, T^g;
+4. the reply carries the client's representations of the public set, ``[|P|, d]`` per
+   modality, and metrics.
+
+A train message without global representations (the public-only baseline) is answered
+at once without training.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+
+from clients.common import client_env, reply
+from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
+from fedsim.methods.creamfl import batches, info_nce, inter_modal_loss, intra_modal_loss
+from fedsim.models.multimodal import MultimodalNet
+from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
+from fedsim.scenario import Scenario
+from fedsim.strategies.creamfl import (
+    GLOBAL_RECORD,
+    LOCAL_RECORD,
+    CreamFLParams,
+    encode_set,
+    new_net,
+    paired_of,
+    params_of,
+    public_inputs,
+)
+from fedsim.training import Stats, derive_seed, make_optimizer
+
+#: Key of the client's model in ``context.state`` (never sent).
+MODEL_KEY = "creamfl.model"
+#: Rounds this client has trained (reported).
+AGE_KEY = "creamfl.age"
+
+
+def modalities_of(modality: str) -> list[str]:
+    """The encoders a client of ``modality`` has: ``image``, ``text`` or both."""
+    return [m for m, has in (("image", HAS_IMAGE[modality]), ("text", HAS_TEXT[modality])) if has]
+
+
+def private_epoch(
+    net: MultimodalNet,
+    data: PrivateSet,
+    *,
+    tau: float,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> Stats:
+    """One supervised epoch on the client's private data (CE, or InfoNCE for pairs)."""
+    net.train()
+    n, total, correct = len(data), 0.0, 0
+    for idx in batches(n, batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        if data.modality == "image_text":
+            if len(idx) < 2:
+                continue
+            img, txt = net.image(data.images[idx]), net.text(data.tokens[idx])  # type: ignore[index,misc]
+            loss = info_nce(img, txt, tau)
+            hits = (img @ txt.T).argmax(1) == torch.arange(len(idx))  # in-batch retrieval
+        else:
+            head = net.image_head if data.modality == "image" else net.text_head
+            inputs = data.images if data.modality == "image" else data.tokens
+            logits = head(net.encode(data.modality, inputs[idx]))  # type: ignore[index,misc]
+            loss = nn.functional.cross_entropy(logits, data.labels[idx])
+            hits = logits.argmax(1) == data.labels[idx]
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        correct += int(hits.sum())
+    return Stats(total / max(n, 1), correct / max(n, 1), n)
+
+
+def public_regularised_pass(
+    net: MultimodalNet,
+    public_data: dict[str, torch.Tensor],
+    global_reps: dict[str, torch.Tensor],
+    previous: dict[str, torch.Tensor],
+    params: CreamFLParams,
+    *,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """One pass over the public set with lambda * (L_inter + L_intra) per modality; the mean loss."""
+    other = {"image": "text", "text": "image"}
+    n = len(next(iter(public_data.values())))
+    net.train()
+    total = 0.0
+    for idx in batches(n, batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros(())
+        for m, inputs in public_data.items():
+            z = net.encode(m, inputs[idx])
+            if params.inter:
+                loss = loss + inter_modal_loss(z, global_reps[other[m]], idx, params.tau)
+            if params.intra:
+                loss = loss + intra_modal_loss(z, global_reps[m][idx], previous[m][idx], params.tau)
+        loss = params.reg_weight * loss
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(n, 1)
+
+
+def client_model(
+    context: Context, scenario: Scenario, partition_id: int, modality: Modality
+) -> tuple[MultimodalNet, int]:
+    """This client's model from ``context.state`` (or a fresh one, seeded by (seed, client)) and its age."""
+    net = new_net(scenario, modality, False, derive_seed(scenario.seed, partition_id, 0xC4EA))
+    if MODEL_KEY in context.state.array_records:
+        load_arrays(net, context.state.array_records[MODEL_KEY])
+        return net, int(context.state.config_records[AGE_KEY]["rounds"])
+    return net, 0
+
+
+def train(msg: Message, context: Context) -> Message:
+    """One CreamFL client round: private epoch, regularised public pass, public representations."""
+    env = client_env(msg, context)
+    if GLOBAL_RECORD not in msg.content.array_records:  # public-only baseline: nothing to do
+        return reply(msg, env, Stats(0.0, 0.0, 0))
+    p = params_of(env.scenario)
+    data = paired_of(env.scenario)
+    modality = data.modality_of(env.partition_id)
+    held = modalities_of(modality)
+    with env.timed():
+        net, age = client_model(context, env.scenario, env.partition_id, modality)
+        public = {m: public_inputs(data.public, m) for m in held}
+        previous = {m: encode_set(net, m, x) for m, x in public.items()}  # frozen round-start model
+        global_reps = {
+            k: torch.from_numpy(v.copy()) for k, v in arrays_to_numpy(msg.content[GLOBAL_RECORD]).items()
+        }
+        spec = env.scenario.train
+        stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id)
+        optimizer, generator = make_optimizer(net.parameters(), spec.optimizer), env.generator(0)
+        for _ in range(spec.local_epochs):
+            stats = private_epoch(
+                net,
+                private,
+                tau=p.contrastive_tau,
+                batch_size=spec.batch_size,
+                optimizer=optimizer,
+                generator=generator,
+            )
+        reg = 0.0
+        if p.inter or p.intra:
+            reg = public_regularised_pass(
+                net,
+                public,
+                global_reps,
+                previous,
+                p,
+                batch_size=spec.batch_size,
+                optimizer=optimizer,  # the same optimizer as the private epoch (see the server's)
+                generator=env.generator(1),
+            )
+        local = numpy_to_arrays({m: encode_set(net, m, x).numpy() for m, x in public.items()})
+        context.state[MODEL_KEY] = state_to_arrays(net.state_dict())
+        context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
+    out = reply(msg, env, stats, **{"public-loss": reg, "model-rounds": age + 1})
+    out.content[LOCAL_RECORD] = local
+    return out
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    """No local evaluation (the server does not ask for it); an empty reply."""
+    env = client_env(msg, context)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"num-examples": 0, "partition-id": env.partition_id})}),
+        reply_to=msg,
+    )
+
+
+CLIENT_ALGORITHMS.register("creamfl")(ClientAlgorithm(train=train, evaluate=evaluate))

@@ -1,0 +1,141 @@
+"""CreamFL's maths (Yu et al., ICLR 2023, https://arxiv.org/abs/2302.08888; METHODS.md section 3).
+
+All embeddings are L2-normalised rows. P is the public set, d the embedding dimension.
+
+- Contrastive image-text loss (server on public pairs, image-text clients on private
+  pairs): the symmetric InfoNCE
+  ``L = (CE(I T^T / tau_c, diag) + CE(T I^T / tau_c, diag)) / 2`` over a batch. The
+  authors use PCME's soft contrastive loss; InfoNCE is the documented substitute.
+- Inter-modal regulariser (client, public item j, local embedding i_j):
+  ``L_inter = -log(exp(i_j . t_j^g / tau) / sum_{k in P} exp(i_j . t_k^g / tau))``.
+- Intra-modal regulariser: ``L_intra = -log(exp(i_j . i_j^g / tau) /
+  (exp(i_j . i_j^g / tau) + exp(i_j . i_j^prev / tau)))``, i^prev from the client's own
+  model frozen at round start. tau = 0.5, both weighted by lambda = 0.5.
+- Global-local cross-modal ensemble: ``s_j^c = log_softmax_k(i_j^c . t_k^g)[j]``,
+  ``w_j^c = softmax_c(s_j^c)``, ``I_bar_j = sum_c w_j^c i_j^c`` (text symmetric, scored
+  against the global image embeddings). Computed in chunks of public items: at most
+  ``C x chunk x |P|`` scores at once, never ``|P| x |P|`` per client.
+- Distillation: ``kd_weight * (MSE(f_s^I(x_j), I_bar_j) + MSE(f_s^T(c_j), T_bar_j))``, MSE
+  the mean over items *and* dimensions (PyTorch's ``nn.MSELoss()``, as in the authors'
+  code), so ``d`` times smaller than a squared distance per item; kd_weight = 0.3.
+- Retrieval: image-to-text and text-to-image Recall@K (K = 1, 5, 10) on a paired test
+  set whose i-th image matches its i-th caption; rsum is the sum of the six recalls (in
+  percent, so at most 600).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+RECALL_KS = (1, 5, 10)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Index batches covering ``range(n)`` once (shuffled when a generator is given)."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def info_nce(images: torch.Tensor, texts: torch.Tensor, tau: float) -> torch.Tensor:
+    """Symmetric InfoNCE of matched rows ``images[i] <-> texts[i]`` at temperature ``tau``."""
+    logits = images @ texts.T / tau
+    target = torch.arange(len(images))
+    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+
+
+def inter_modal_loss(
+    local: torch.Tensor, global_other: torch.Tensor, index: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Mean L_inter of local embeddings ``local[b]`` of public items ``index[b]``.
+
+    Parameters
+    ----------
+    local : torch.Tensor
+        ``[B, d]`` client embeddings of public items ``index``.
+    global_other : torch.Tensor
+        ``[|P|, d]`` global embeddings of the *other* modality of the whole public set.
+    index : torch.Tensor
+        ``[B]`` public indices of the batch (the positives).
+    tau : float
+        Temperature.
+    """
+    return nn.functional.cross_entropy(local @ global_other.T / tau, index)
+
+
+def intra_modal_loss(
+    local: torch.Tensor, global_same: torch.Tensor, previous: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Mean L_intra: positive the global embedding, negative the previous-round local one (rows aligned)."""
+    logits = torch.stack([(local * global_same).sum(1), (local * previous).sum(1)], dim=1) / tau
+    return nn.functional.cross_entropy(logits, torch.zeros(len(local), dtype=torch.long))
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows and dimensions of ``(pred - target)^2`` (``nn.MSELoss()``)."""
+    return (pred - target).pow(2).mean()
+
+
+def ensemble_scores(local: torch.Tensor, global_other: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """s_j^c = log_softmax_k(local[c, j] . global_other[k])[j]  as ``[C, |P|]``, in chunks of j.
+
+    Parameters
+    ----------
+    local : torch.Tensor
+        ``[C, |P|, d]``: each client's embeddings of the public set in one modality.
+    global_other : torch.Tensor
+        ``[|P|, d]``: the global embeddings of the other modality.
+    chunk : int
+        Public items scored at once: the largest intermediate is ``[C, chunk, |P|]``.
+    """
+    n = local.shape[1]
+    out = torch.empty(local.shape[0], n, dtype=local.dtype)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        logp = torch.log_softmax(local[:, start:stop] @ global_other.T, dim=-1)  # [C, chunk, |P|]
+        rows = torch.arange(stop - start)
+        out[:, start:stop] = logp[:, rows, rows + start]
+    return out
+
+
+def ensemble_weights(local: torch.Tensor, global_other: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """w_j^c = softmax over clients c of s_j^c  (``[C, |P|]``, each column sums to 1)."""
+    return torch.softmax(ensemble_scores(local, global_other, chunk), dim=0)
+
+
+def mean_weights(local: torch.Tensor) -> torch.Tensor:
+    """Uniform weights 1/C (the mean-aggregation ablation)."""
+    c, n = local.shape[:2]
+    return torch.full((c, n), 1.0 / c, dtype=local.dtype)
+
+
+def aggregate(local: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """I_bar_j = sum_c w_j^c local[c, j]  (``[|P|, d]``)."""
+    return (weights.unsqueeze(-1) * local).sum(0)
+
+
+AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "ensemble": ensemble_weights,
+    "mean": lambda local, _global, _chunk: mean_weights(local),
+}
+
+
+def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
+    """Image-to-text and text-to-image Recall@K (in percent) and their sum ``rsum``.
+
+    ``similarity[i, t]`` scores image i against caption t; the match of image i is caption
+    i. A query counts as found at K when fewer than K wrong items score strictly higher
+    than its match (ties are in the match's favour).
+    """
+    pos = similarity.diagonal()
+    rank_i2t = (similarity > pos[:, None]).sum(1)  # wrong captions above each image's match
+    rank_t2i = (similarity > pos[None, :]).sum(0)  # wrong images above each caption's match
+    out: dict[str, float] = {}
+    for name, rank in (("i2t", rank_i2t), ("t2i", rank_t2i)):
+        for k in ks:
+            out[f"{name}_r{k}"] = 100.0 * float((rank < k).float().mean())
+    out["rsum"] = sum(out.values())
+    return out

@@ -1,0 +1,347 @@
+"""CreamFL server side (Yu et al., ICLR 2023, https://arxiv.org/abs/2302.08888).
+
+No model weights are exchanged: only representations of the public set. Per round
+(METHODS.md section 3, maths in :mod:`fedsim.methods.creamfl`):
+
+1. the server model (larger image and text encoders) trains one epoch on the public
+   pairs with the symmetric InfoNCE (the authors use PCME's soft contrastive loss);
+2. it encodes the public set, I^g and T^g ``[|P|, d]``, and sends both to the sampled
+   clients (``configure_train``);
+3. clients train (``clients/creamfl.py``) and send back their public representations,
+   ``[|P|, d]`` per modality they hold;
+4. per modality with at least one reply, the global-local cross-modal ensemble (or the
+   mean, ``aggregation: mean``) gives I_bar / T_bar; a modality without a sampled
+   client is left out of the distillation, and a round without any skips it;
+5. the server distils for one epoch: kd_weight * (MSE(f^I, I_bar) + MSE(f^T, T_bar)).
+
+The global arrays the round loop carries (and checkpoints) are the server model's
+weights; they never leave the server. ``public_only: true`` is the baseline of a
+server trained on public data alone: its train messages carry no representations,
+clients answer without training, nothing is distilled.
+
+Server-side evaluation: image-to-text and text-to-image Recall@1/5/10 and rsum on
+the paired test set. Client-side evaluation is not run (clients' models are
+classifiers of their own private task; the method is judged on the server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any, Literal
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedsim.data.captions import vocabulary
+from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
+from fedsim.errors import UserError
+from fedsim.methods.creamfl import AGGREGATIONS, aggregate, batches, info_nce, mse, recall_at_k
+from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
+from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
+from fedsim.scenario import Scenario
+from fedsim.strategies.base import NodeInfo, aggregate_metrics
+from fedsim.strategies.fedavg import FedAvg
+from fedsim.strategies.registry import STRATEGIES
+from fedsim.training import derive_seed
+from fedsim.workspace import federated_data, scenario_of
+
+#: Names of the representation arrays in messages (each ``[|P|, d]`` float32).
+MODALITY_KEYS: tuple[str, str] = ("image", "text")
+#: Record names: the server's global representations, a client's local ones.
+GLOBAL_RECORD, LOCAL_RECORD = "global", "local"
+_SALT_SERVER_TRAIN, _SALT_SERVER_KD, _SALT_INIT = 0x5E1, 0x5E2, 0x5E3
+
+
+class CreamFLParams(BaseModel):
+    """CreamFL's parameters (authors' defaults where the paper gives them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    public_size: int = Field(1000, ge=8, le=100_000, description="|P|: public image-caption pairs")
+    modalities: tuple[Literal["image", "text", "image_text"], ...] = Field(
+        ("image", "text", "image_text"),
+        min_length=1,
+        description="client modalities, by partition id in turn",
+    )
+    text_label: Literal["shape", "colour", "size", "position", "background", "texture"] = Field(
+        "colour", description="caption attribute text-only clients classify"
+    )
+    tau: float = Field(0.5, gt=0, description="temperature of the inter/intra regularisers")
+    reg_weight: float = Field(0.5, ge=0, description="lambda: weight of each regulariser")
+    inter: bool = Field(True, description="inter-modal regulariser on clients")
+    intra: bool = Field(True, description="intra-modal regulariser on clients")
+    kd_weight: float = Field(0.3, ge=0, description="weight of the server's distillation")
+    aggregation: Literal["ensemble", "mean"] = Field(
+        "ensemble", description="how client representations merge"
+    )
+    public_only: bool = Field(False, description="baseline: server trained on public data only")
+    contrastive_tau: float = Field(0.1, gt=0, description="temperature of the InfoNCE (server, pair clients)")
+    server_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the server")
+    server_batch_size: int = Field(64, ge=2)
+    chunk_size: int = Field(256, ge=1, description="public items per chunk of the ensemble scores")
+
+
+def params_of(scenario: Scenario) -> CreamFLParams:
+    """The scenario's validated CreamFL parameters."""
+    return CreamFLParams.model_validate(scenario.algorithm.params)
+
+
+def model_params(scenario: Scenario) -> MultimodalParams:
+    """The scenario's encoder parameters (its ``model`` section must be ``multimodal``)."""
+    if scenario.model.name != "multimodal":
+        raise UserError(f"algorithm 'creamfl' needs model.name 'multimodal', got {scenario.model.name!r}")
+    return MultimodalParams.model_validate(scenario.model.params)
+
+
+@lru_cache(maxsize=4)
+def _paired(text: str) -> PairedData:
+    sc = scenario_of(text)
+    p = params_of(sc)
+    return build_paired(federated_data(sc), p.public_size, sc.seed, p.modalities, p.text_label)
+
+
+def paired_of(scenario: Scenario) -> PairedData:
+    """The scenario's public, test and private paired sets (cached per process)."""
+    return _paired(scenario.to_json())
+
+
+def new_net(scenario: Scenario, modality: Modality, server: bool, seed: int) -> MultimodalNet:
+    """A freshly initialised network, deterministic for ``seed`` (the global RNG is untouched)."""
+    data = paired_of(scenario)
+    shape = data.public.images.shape[1:]
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_multimodal(
+            model_params(scenario),
+            (int(shape[0]), int(shape[1]), int(shape[2])),
+            len(vocabulary()),
+            image=modality != "text",
+            text=modality != "image",
+            server=server,
+            image_classes=0 if server else federated_data(scenario).dataset.num_classes,
+            text_classes=0 if server else data.num_text_classes,
+        )
+
+
+def server_net(scenario: Scenario) -> MultimodalNet:
+    """The server's network (both encoders, larger widths), initialised from the run's seed."""
+    return new_net(scenario, "image_text", True, derive_seed(scenario.seed, _SALT_INIT))
+
+
+@torch.no_grad()
+def encode_set(
+    net: MultimodalNet, modality: str, inputs: torch.Tensor, batch_size: int = 500
+) -> torch.Tensor:
+    """Embeddings ``[N, d]`` of all ``inputs`` by the encoder of ``modality`` (eval mode)."""
+    net.eval()
+    return torch.cat(
+        [net.encode(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    )
+
+
+def public_inputs(public: PairedSet, modality: str) -> torch.Tensor:
+    """The public set's images or token ids."""
+    return public.images if modality == "image" else public.tokens
+
+
+def train_contrastive(
+    net: MultimodalNet,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    *,
+    tau: float,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """One epoch of symmetric InfoNCE on pairs; the mean loss."""
+    net.train()
+    total = 0.0
+    for idx in batches(len(tokens), batch_size, generator):
+        if len(idx) < 2:
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss = info_nce(net.encode("image", images[idx]), net.encode("text", tokens[idx]), tau)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(len(tokens), 1)
+
+
+def distil(
+    net: MultimodalNet,
+    public: PairedSet,
+    targets: dict[str, torch.Tensor],
+    *,
+    kd_weight: float,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """One epoch of kd_weight * sum_m MSE(f^m(x_j), target^m_j) over the public set; the mean loss."""
+    net.train()
+    total = 0.0
+    for idx in batches(len(public), batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(mse(net.encode(m, public_inputs(public, m)[idx]), t[idx]) for m, t in targets.items())
+        loss = kd_weight * loss
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
+    return total / max(len(public), 1)
+
+
+def aggregate_modality(
+    local: torch.Tensor, global_other: torch.Tensor, how: str, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(I_bar ``[|P|, d]``, weights ``[C, |P|]``) of one modality's client representations."""
+    weights = AGGREGATIONS[how](local, global_other, chunk)
+    return aggregate(local, weights), weights
+
+
+def evaluate_retrieval(scenario: Scenario, arrays: ArrayRecord) -> dict[str, float]:
+    """Recall@1/5/10 both ways and rsum of the server model on the paired test set."""
+    net = _eval_net(scenario.to_json())
+    load_arrays(net, arrays)
+    test = paired_of(scenario).test
+    sim = encode_set(net, "image", test.images) @ encode_set(net, "text", test.tokens).T
+    return {f"server_{k}": v for k, v in recall_at_k(sim).items()}
+
+
+@lru_cache(maxsize=4)
+def _eval_net(text: str) -> MultimodalNet:
+    return server_net(scenario_of(text))
+
+
+class CreamFL(FedAvg):
+    """Server of CreamFL: public training, representation broadcast, ensemble, distillation."""
+
+    stateful_clients = True
+
+    def __init__(self, scenario: Scenario, params: CreamFLParams) -> None:
+        super().__init__(scenario)
+        model_params(scenario)  # the model section is checked before the run starts
+        self.params = params
+        self._net: MultimodalNet | None = None
+        self._opt: torch.optim.Optimizer | None = None
+        self._global: dict[str, torch.Tensor] = {}
+        self._server_metrics: dict[str, float] = {}
+
+    @property
+    def net(self) -> MultimodalNet:
+        """The server model this process trains (built on first use)."""
+        if self._net is None:
+            self._net = server_net(self.scenario)
+        return self._net
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The server's Adam, kept for the whole run (checkpointed with the strategy).
+
+        One optimizer for the public epochs and the distillation: Adam normalises each
+        step by its gradient history, so a fresh Adam would take full-size distillation
+        steps whatever kd_weight is.
+        """
+        if self._opt is None:
+            self._opt = torch.optim.Adam(self.net.parameters(), lr=self.params.server_lr)
+        return self._opt
+
+    def _generator(self, server_round: int, salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derive_seed(self.scenario.seed, server_round, salt))
+
+    def initial_arrays(self) -> ArrayRecord:
+        """The server model's initial weights (they stay on the server)."""
+        return model_to_arrays(server_net(self.scenario))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Steps 1-2: a public contrastive epoch, then the public set's global representations."""
+        p, public = self.params, paired_of(self.scenario).public
+        load_arrays(self.net, arrays)
+        loss = train_contrastive(
+            self.net,
+            public.images,
+            public.tokens,
+            tau=p.contrastive_tau,
+            batch_size=p.server_batch_size,
+            optimizer=self.optimizer,
+            generator=self._generator(server_round, _SALT_SERVER_TRAIN),
+        )
+        self._server_metrics = {"server-public-loss": loss}
+        self._global = {m: encode_set(self.net, m, public_inputs(public, m)) for m in MODALITY_KEYS}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def train_content(self, server_round: int, arrays: ArrayRecord, node: NodeInfo) -> RecordDict:
+        """The global public representations and the config (no weights; none when public-only)."""
+        content = RecordDict({"config": self._shared_content["config"]})
+        if not self.params.public_only:
+            content[GLOBAL_RECORD] = numpy_to_arrays({m: g.numpy() for m, g in self._global.items()})
+        return content
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No client-side evaluation (it would need the server's weights)."""
+        return []
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Steps 4-5: ensemble (or mean) per modality, then distillation into the server model."""
+        p = self.params
+        ok = [m for m in self.ordered(replies) if not m.has_error()]
+        local: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITY_KEYS}
+        for msg in ok:
+            if LOCAL_RECORD in msg.content.array_records:
+                for key, value in arrays_to_numpy(msg.content[LOCAL_RECORD]).items():
+                    local[key].append(torch.from_numpy(value.copy()))
+        metrics = dict(self._server_metrics)
+        targets: dict[str, torch.Tensor] = {}
+        other = {"image": "text", "text": "image"}
+        for m in MODALITY_KEYS:
+            metrics[f"{m}-clients"] = len(local[m])
+            if local[m] and not p.public_only:
+                stacked = torch.stack(local[m])
+                targets[m], weights = aggregate_modality(
+                    stacked, self._global[other[m]], p.aggregation, p.chunk_size
+                )
+                metrics[f"{m}-weight-max"] = float(weights.max(0).values.mean())
+        if targets and p.kd_weight > 0:
+            metrics["server-kd-loss"] = distil(
+                self.net,
+                paired_of(self.scenario).public,
+                targets,
+                kd_weight=p.kd_weight,
+                batch_size=p.server_batch_size,
+                optimizer=self.optimizer,
+                generator=self._generator(server_round, _SALT_SERVER_KD),
+            )
+        if ok:
+            metrics.update(aggregate_metrics([m.content for m in ok], "num-examples"))
+        return model_to_arrays(self.net), MetricRecord(metrics)
+
+    def server_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """Image-text retrieval on the paired test set."""
+        return evaluate_retrieval(self.scenario, arrays)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The server optimizer's state (the global representations are recomputed each round)."""
+        return {"server_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the server optimizer's state."""
+        if "server_optimizer" in state:
+            self.optimizer.load_state_dict(state["server_optimizer"])
+
+
+@STRATEGIES.register(
+    "creamfl",
+    params=CreamFLParams,
+    summary="Contrastive representation ensemble, multimodal (Yu et al. 2023)",
+)
+def make_creamfl(scenario: Scenario, params: CreamFLParams) -> CreamFL:
+    """Build CreamFL for a scenario."""
+    return CreamFL(scenario, params)
