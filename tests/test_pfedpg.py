@@ -38,6 +38,28 @@ def test_generator_shapes_and_per_client_prompts() -> None:
     )
 
 
+def attention_logits(gen: PromptGenerator, client: int) -> torch.Tensor:
+    with torch.no_grad():
+        return gen.q(gen.descriptors[client]) @ gen.k(gen.base).T / gen.base.shape[1] ** 0.5
+
+
+def test_logit_std_sets_the_spread_of_the_initial_attention() -> None:
+    """Default init: near-uniform attention; logit_std s: logits with std ~ s, distinct prompts."""
+    bound = 0.15  # VPT's bound for patch 8 on RGB, dim 64
+    plain = PromptGenerator(num_clients=4, num_prompts=16, dim=64, init_bound=bound, seed=0)
+    spread = PromptGenerator(num_clients=4, num_prompts=16, dim=64, init_bound=bound, seed=0, logit_std=2.0)
+    plain_logits = torch.stack([attention_logits(plain, n) for n in range(4)])
+    spread_logits = torch.stack([attention_logits(spread, n) for n in range(4)])
+    assert float(plain_logits.std()) < 0.1
+    assert 1.6 < float(spread_logits.std()) < 2.4
+    # same P_base and descriptors (drawn first); only W_Q and W_K differ
+    assert torch.equal(plain.base, spread.base) and torch.equal(plain.descriptors, spread.descriptors)
+    with torch.no_grad():
+        gap_plain = (plain(0) - plain(1)).norm()
+        gap_spread = (spread(0) - spread(1)).norm()
+    assert gap_spread > 10 * gap_plain
+
+
 def test_vjp_step_moves_prompts_toward_the_tuned_ones() -> None:
     gen = make_generator()
     with torch.no_grad():

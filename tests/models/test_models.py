@@ -32,6 +32,8 @@ PARAM_RANGE = {
     "cnn": (10_000, 100_000),
     "mlp": (10_000, 1_000_000),
     "resnet": (50_000, 150_000),
+    "vit": (50_000, 200_000),
+    "multimodal": (5_000, 100_000),
 }
 
 
@@ -45,7 +47,7 @@ def batch(shape: tuple[int, int, int], seed: int = 123) -> torch.Tensor:
 
 
 def test_registered_names() -> None:
-    assert MODELS.names() == ["cnn", "mlp", "resnet"]
+    assert {"cnn", "mlp", "resnet", "vit", "multimodal"} <= set(MODELS.names())
     for entry in MODELS:
         assert entry.summary
         assert entry.params.model_config.get("extra") == "forbid"
