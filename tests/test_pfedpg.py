@@ -279,6 +279,19 @@ def test_clients_never_see_the_public_split(tmp_path: Path) -> None:
         assert len(own) == len(fed.train_indices[k]) - len(np.intersect1d(fed.train_indices[k], public))
 
 
+def test_scenario_attention_logit_std_reaches_the_generator(tmp_path: Path) -> None:
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies.pfedpg import initial_prompts, new_generator
+
+    path = prompt_scenario(tmp_path, "pfedpg")
+    plain = new_generator(load_scenario(path))
+    spread = new_generator(load_scenario(path, ["algorithm.attention_logit_std=3.0"]))
+    assert float(attention_logits(plain, 0).std()) < 0.3
+    assert float(attention_logits(spread, 0).std()) > 1.0
+    # the other variants start from the same P_base whatever the attention init
+    torch.testing.assert_close(spread.base.detach(), initial_prompts(load_scenario(path)))
+
+
 def test_fedvpt_averages_deltas_by_sample_count(tmp_path: Path) -> None:
     from fedsim.scenario import load_scenario
     from fedsim.strategies.pfedpg import FedVPT, prompt_record, tensor_of

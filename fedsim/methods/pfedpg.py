@@ -11,6 +11,13 @@ prompt. Each prompt token k of client n then gets its own query and so its own m
 of the base prompts; with a single token (1 x l) every prompt of a client would receive
 the same offset, i.e. only a shift of P_base along one direction.
 
+Initialisation (also left open by the paper). By default W_Q, W_K, W_V, W_O ~ U(+-1/sqrt(l))
+and d_n ~ N(0, 1); with P_base ~ U(+-b) (VPT's small bound) the attention logits then have a
+standard deviation of a few hundredths, the softmax is nearly uniform whatever d_n is, and
+d_n hardly receives a gradient. ``logit_std`` s instead draws W_Q ~ N(0, 1/l) (so d_n W_Q
+has unit entries) and W_K ~ N(0, 3 s^2 / (l b^2)) (so P_base W_K has entries of std s):
+the logits start with std ~ s and each client's descriptors pick their own mixture.
+
 Update. The client returns Delta_n = P_tilde_n - P_n. Treating -Delta_n as dL_n/dP_n,
 the generator's parameters theta (P_base, every d_n, W_Q, W_K, W_V, W_O) take one step
 
@@ -69,9 +76,20 @@ class PromptGenerator(nn.Module):
         P_base ~ U(-b, b) (VPT's initialisation).
     seed : int
         Seed of every initial value.
+    logit_std : float, optional
+        Standard deviation of the attention logits at initialisation (module docstring);
+        None: uniform W_Q and W_K like W_V and W_O (near-uniform attention).
     """
 
-    def __init__(self, num_clients: int, num_prompts: int, dim: int, init_bound: float, seed: int) -> None:
+    def __init__(
+        self,
+        num_clients: int,
+        num_prompts: int,
+        dim: int,
+        init_bound: float,
+        seed: int,
+        logit_std: float | None = None,
+    ) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(int(seed))
         self.base = nn.Parameter(
@@ -86,6 +104,10 @@ class PromptGenerator(nn.Module):
         with torch.no_grad():
             for lin in (self.q, self.k, self.v, self.o):
                 lin.weight.uniform_(-bound, bound, generator=gen)
+            if logit_std is not None:
+                self.q.weight.normal_(0.0, 1.0 / dim**0.5, generator=gen)
+                key_std = logit_std * 3.0**0.5 / (dim**0.5 * init_bound)
+                self.k.weight.normal_(0.0, key_std, generator=gen)
 
     def forward(self, client: int) -> torch.Tensor:
         """P_n = P_base + Attn(d_n -> P_base) W_O, ``[K, l]``."""

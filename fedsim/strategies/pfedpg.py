@@ -88,6 +88,9 @@ class PFedPGParams(PromptParams):
     """pFedPG's parameters (authors' generator learning rate)."""
 
     generator_lr: float = Field(1e-3, gt=0, description="alpha: SGD step of the generator's VJP update")
+    attention_logit_std: float | None = Field(
+        None, gt=0, description="std of G's attention logits at init (None: near-uniform attention)"
+    )
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -208,7 +211,15 @@ def new_generator(scenario: Scenario) -> PromptGenerator:
     dim, patch = int(model.get("dim", 64)), int(model.get("patch_size", 2))
     channels = federated_data(scenario).dataset.input_shape[0]
     bound = vpt_init_bound(channels, patch, dim)
-    return PromptGenerator(scenario.clients.num, p.num_prompts, dim, bound, scenario.seed)
+    logit_std = scenario.algorithm.params.get("attention_logit_std")  # pFedPG's parameters only
+    return PromptGenerator(
+        scenario.clients.num,
+        p.num_prompts,
+        dim,
+        bound,
+        scenario.seed,
+        None if logit_std is None else float(logit_std),
+    )
 
 
 def initial_prompts(scenario: Scenario) -> torch.Tensor:
