@@ -1,9 +1,12 @@
 """``fedsim edge bench``: local computing vs edge offloading vs split computing, on one machine.
 
-A bench file names the model (an ONNX folder, an edge run, or an edge experiment that is
-trained once and cached by content), the server (its emulated device), and the grid of
-modes x devices x networks x bottleneck widths C. The bench starts ``fedsim edge serve``
-as a separate process (so the device's power model sees only the worker's CPU), runs a
+A bench file names the model (an ONNX folder, an edge run, an edge experiment that is
+trained once and cached by content, or an untrained ImageNet-size model for timing), the
+server (its emulated device), and the grid of modes x devices x networks x bottleneck
+widths C. The bench starts ``fedsim edge serve``
+as a separate process (so the device's power model sees only the worker's CPU), measures
+this host's speed afresh (:func:`edge.calibrate.calibrate`, so the emulated devices' time
+scale reflects the machine's load now), runs a
 :class:`~edge.worker.Worker` per configuration, and writes a run folder::
 
     RUN/bench.yaml               the resolved bench file
@@ -394,6 +397,11 @@ def run_bench(
     onnx = obtain_model(bench.model, bench.seed, log)
     manifest = json.loads((onnx / "manifest.json").read_text())
     grid = configurations(bench, [int(m["C"]) for m in manifest["models"]])
+    from edge.calibrate import calibrate
+
+    # the host's speed now (its load changes it), so emulated device times use a fresh scale
+    calibration = calibrate(threads=bench.threads, refresh=True)
+    log(f"calibration: {calibration.reference}: {calibration.host_ref_ms:.1f} ms on this host")
     run = new_run_dir(bench)  # type: ignore[arg-type]  # any document with name and output.dir
     (run / WORKERS_DIR).mkdir(parents=True)
     (run / BENCH_FILE).write_text(bench.to_yaml())
@@ -409,6 +417,7 @@ def run_bench(
         },
         "server": bench.server.model_dump(mode="json"),
         "configurations": len(grid),
+        "calibration": calibration.to_dict(),
         "workers": [],
         "versions": _versions(),
         "started": datetime.now().isoformat(timespec="seconds"),

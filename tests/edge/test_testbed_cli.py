@@ -133,6 +133,9 @@ def test_bench_writes_every_configuration_and_the_comparison(tiny_onnx: Path, tm
     expected = 100 * (split["energy_J"]["total"] - local["energy_J"]["total"]) / local["energy_J"]["total"]
     assert row["energy_vs_local_pct"] == pytest.approx(expected)
     assert all(w["server_device"] == "gpu-server" and w["time_scale"] > 0 for w in summary["workers"])
+    # the bench measured the host afresh, and every emulated worker used that measurement
+    assert summary["calibration"]["host_ref_ms"] > 0
+    assert all(w["calibration"] == summary["calibration"] for w in summary["workers"] if w["mode"] != "local")
     assert "BottleFit reports -89% latency" in res.stdout
     assert not list((run).glob("server.port")) or (run / "server.log").exists()
 
