@@ -47,12 +47,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from fedsim.errors import UserError
 from fedsim.files import write_json
+from fedsim.report.data import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
 from fedsim.runstore import new_run_dir
 from fedsim.scenario import Document, ScenarioError, Strict, format_validation_error, read_with_overrides
 
-BENCH_FILE = "bench.yaml"
-COMPARISON_FILE = "comparison.json"
-WORKERS_DIR = "workers"
 #: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
 BOTTLEFIT_REPORTED = {
     "latency_vs_local": -89.0,

@@ -50,28 +50,15 @@ from edge.proto import SERVICE, pb
 from edge.wire import jpeg_encode, preprocess, tensor_message
 from fedsim.errors import UserError
 from fedsim.files import write_json
+from fedsim.report.data import BENCH_STAGES, REQUESTS_FILE, SUMMARY_FILE, TRACE_FILE, percentiles
 
 MODES = ("local", "offload", "split")
 #: Stage durations (ms) in each row; the ``server_*`` and ``tail`` ones come from the reply.
-STAGES = (
-    "preprocess",
-    "head",
-    "encode",
-    "serialise",
-    "network",
-    "server_queue",
-    "server_decode",
-    "tail",
-    "decode",
-    "total",
-)
+STAGES = (*BENCH_STAGES, "total")
 #: Device-side stages that carry energy (``network`` covers the wait for the reply).
 ENERGY_STAGES = ("preprocess", "head", "encode", "serialise", "network", "decode")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-REQUESTS_FILE = "requests.jsonl"
-SUMMARY_FILE = "summary.json"
-TRACE_FILE = "power_trace.json"
 #: Measured requests whose power samples and stage windows go to ``power_trace.json``.
 TRACED_REQUESTS = 5
 
@@ -160,15 +147,6 @@ class WorkerConfig:
         """Folder name of this configuration, e.g. ``split-rpi4-wifi-C2``."""
         suffix = f"-C{channels}" if self.mode == "split" else ""
         return f"{self.mode}-{self.device}-{self.network_name}{suffix}"
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and mean (NaN for no values)."""
-    if not values:
-        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "mean": float("nan")}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(arr.mean())}
 
 
 # ---------------------------------------------------------------------------- channel

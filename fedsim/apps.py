@@ -46,6 +46,16 @@ def write_app_dir(path: Path) -> Path:
     return path
 
 
+def write_submission(work: Path, run_config: dict) -> tuple[Path, Path]:
+    """What ``flwr run`` submits: the app folder ``work/app`` and ``work/run-config.toml``."""
+    import tomli_w
+
+    overrides = work / "run-config.toml"
+    app_dir = write_app_dir(work / "app")
+    overrides.write_text(tomli_w.dumps(run_config))
+    return app_dir, overrides
+
+
 def load_app(reference: str) -> Any:
     """Import ``module:attribute``."""
     module, _, attr = reference.partition(":")

@@ -22,7 +22,7 @@ from fedsim.runstore import CLIENTS_FILE, METRICS_FILE, SCENARIO_FILE, SUMMARY_F
 EXPERIMENT_FILE = "experiment.yaml"
 RESULTS_FILE = "results.jsonl"
 EVALUATE_FILE = "evaluate.json"
-# The edge bench's file names (edge/bench.py, edge/worker.py; fedsim does not import edge).
+# The edge bench's results format: edge/bench.py and edge/worker.py write what these name.
 BENCH_FILE = "bench.yaml"
 COMPARISON_FILE = "comparison.json"
 WORKERS_DIR = "workers"
@@ -142,8 +142,8 @@ def _json(file: Path) -> Any:
         return None
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and mean, as the worker computes them (numpy's linear percentiles)."""
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and mean (numpy's linear percentiles; NaN for no values)."""
     if not values:
         return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "mean": float("nan")}
     arr = np.asarray(values, dtype=np.float64)
@@ -169,10 +169,10 @@ def summarise_requests(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]
         "failed": len(rows) - len(good),
         "accuracy": (sum(bool(r.get("correct")) for r in good) / len(good)) if good else float("nan"),
         "latency_ms": {
-            s: _percentiles([r[f"{s}_ms"] for r in good if f"{s}_ms" in r]) for s in (*BENCH_STAGES, "total")
+            s: percentiles([r[f"{s}_ms"] for r in good if f"{s}_ms" in r]) for s in (*BENCH_STAGES, "total")
         },
-        "energy_J": {k: _percentiles([r["energy_J"][k] for r in good])["mean"] for k in energy_keys},
-        "payload_bytes": _percentiles([r["payload_bytes"] for r in good if "payload_bytes" in r])["mean"],
+        "energy_J": {k: percentiles([r["energy_J"][k] for r in good])["mean"] for k in energy_keys},
+        "payload_bytes": percentiles([r["payload_bytes"] for r in good if "payload_bytes" in r])["mean"],
     }
 
 

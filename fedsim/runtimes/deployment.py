@@ -25,7 +25,7 @@ from typing import Any
 
 import tomli_w
 
-from fedsim.apps import write_app_dir
+from fedsim.apps import write_submission
 from fedsim.errors import UserError
 from fedsim.runtimes.ray_launch import FEDERATION, FlowerSimulation, follow_run
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
@@ -163,9 +163,7 @@ def launch(request: LaunchRequest) -> None:
     except UserError as exc:
         summarise(request.folder, "failed", None, {"error": str(exc)})
         raise
-    app_dir = write_app_dir(work / "app")
-    overrides = work / "run-config.toml"
-    overrides.write_text(tomli_w.dumps(request.run_config()))
+    app_dir, overrides = write_submission(work, request.run_config())
     res = link.flwr("run", str(app_dir), FEDERATION, "--run-config", str(overrides))
     if not res.get("success"):
         message = f"the SuperLink at {target.address} refused the run: {res.get('error-message')}"

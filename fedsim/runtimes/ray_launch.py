@@ -30,9 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
-from fedsim.apps import write_app_dir
+from fedsim.apps import write_submission
 from fedsim.errors import UserError
 from fedsim.runstore import METRICS_FILE
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
@@ -204,9 +202,7 @@ def launch(request: LaunchRequest) -> None:
     except UserError as exc:
         summarise(request.folder, "failed", None, {"error": str(exc)})
         raise
-    app_dir = write_app_dir(work / "app")
-    overrides = work / "run-config.toml"
-    overrides.write_text(tomli_w.dumps(request.run_config()))
+    app_dir, overrides = write_submission(work, request.run_config())
     sim = FlowerSimulation(work, sc.runtime.ray.address)
     federation = (
         f"num-supernodes={sc.clients.num} client-resources-num-cpus={sc.runtime.ray.num_cpus} "
