@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
 
 from fedsim.data.export import node_partition
 from fedsim.models import SplitModel
@@ -86,3 +87,23 @@ def reply(
 def arrays_of(model: SplitModel) -> ArrayRecord:
     """The model's weights to send back."""
     return model_to_arrays(model)
+
+
+def persistent_linear(
+    context: Context, key: str, age_key: str, dim: int, num_classes: int, seed: int, pid: int, salt: int
+) -> tuple[nn.Linear, int]:
+    """A client's own linear head from ``context.state[key]`` and its age in rounds (``age_key``).
+
+    Absent (the client's first round): a fresh head, initialised like ``nn.Linear`` but from a
+    generator seeded by (run seed, partition id, ``salt``), so it is the same in every runtime.
+    """
+    head = nn.Linear(dim, num_classes)
+    if key in context.state.array_records:
+        load_arrays(head, context.state.array_records[key])
+        return head, int(context.state.config_records[age_key]["rounds"])
+    gen = torch.Generator().manual_seed(derive_seed(seed, pid, salt))
+    with torch.no_grad():
+        bound = 1.0 / dim**0.5
+        head.weight.uniform_(-bound, bound, generator=gen)
+        head.bias.uniform_(-bound, bound, generator=gen)
+    return head, 0

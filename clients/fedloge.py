@@ -19,13 +19,13 @@ import torch
 from flwr.app import Context, Message
 from torch import nn
 
-from clients.common import arrays_of, client_env, reply
+from clients.common import arrays_of, client_env, persistent_linear, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.methods.fedloge import local_logits, realign_generic
 from fedsim.metrics import class_group_index, group_accuracy, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
 from fedsim.strategies.fedloge import params_of, worker_net
-from fedsim.training import Stats, derive_seed, make_optimizer, train_epochs
+from fedsim.training import Stats, make_optimizer, train_epochs
 
 #: Key of the local head in ``context.state`` (never sent).
 PHI_KEY = "fedloge.phi"
@@ -36,17 +36,8 @@ AGE_KEY = "fedloge.phi-age"
 def local_head(
     context: Context, feature_dim: int, num_classes: int, seed: int, pid: int
 ) -> tuple[nn.Linear, int]:
-    """phi_k from ``context.state`` (or a fresh one, seeded by (seed, client)) and its age."""
-    phi = nn.Linear(feature_dim, num_classes)
-    if PHI_KEY in context.state.array_records:
-        load_arrays(phi, context.state.array_records[PHI_KEY])
-        return phi, int(context.state.config_records[AGE_KEY]["rounds"])
-    gen = torch.Generator().manual_seed(derive_seed(seed, pid, 0xF1))
-    with torch.no_grad():
-        bound = 1.0 / feature_dim**0.5
-        phi.weight.uniform_(-bound, bound, generator=gen)
-        phi.bias.uniform_(-bound, bound, generator=gen)
-    return phi, 0
+    """phi_k from ``context.state`` (or a fresh one seeded by (seed, client)) and its age in rounds."""
+    return persistent_linear(context, PHI_KEY, AGE_KEY, feature_dim, num_classes, seed, pid, 0xF1)
 
 
 def train(msg: Message, context: Context) -> Message:

@@ -23,10 +23,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
-from clients.common import ClientEnv, client_env, reply
+from clients.common import ClientEnv, client_env, persistent_linear, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.models.vit import ViTEncoder
-from fedsim.records import load_arrays, state_to_arrays, to_array
+from fedsim.records import state_to_arrays, to_array
 from fedsim.scenario import Scenario
 from fedsim.strategies.pfedpg import (
     DELTA_KEY,
@@ -36,7 +36,7 @@ from fedsim.strategies.pfedpg import (
     prompt_client_data,
     tensor_of,
 )
-from fedsim.training import Stats, derive_seed, evaluate, make_optimizer, train_epochs
+from fedsim.training import Stats, evaluate, make_optimizer, train_epochs
 from fedsim.workspace import federated_data
 
 #: Keys in ``context.state`` (never sent): the local head, the local prompts (local-only),
@@ -68,16 +68,7 @@ class PromptedClassifier(nn.Module):
 
 def local_head(context: Context, dim: int, num_classes: int, seed: int, pid: int) -> tuple[nn.Linear, int]:
     """H_n from ``context.state`` (or a fresh one seeded by (seed, client)) and its age in rounds."""
-    head = nn.Linear(dim, num_classes)
-    if HEAD_KEY in context.state.array_records:
-        load_arrays(head, context.state.array_records[HEAD_KEY])
-        return head, int(context.state.config_records[AGE_KEY]["rounds"])
-    gen = torch.Generator().manual_seed(derive_seed(seed, pid, 0x9F))
-    with torch.no_grad():
-        bound = 1.0 / dim**0.5
-        head.weight.uniform_(-bound, bound, generator=gen)
-        head.bias.uniform_(-bound, bound, generator=gen)
-    return head, 0
+    return persistent_linear(context, HEAD_KEY, AGE_KEY, dim, num_classes, seed, pid, 0x9F)
 
 
 def start_prompts(msg: Message, context: Context, scenario: Scenario) -> tuple[torch.Tensor, bool]:
