@@ -10,7 +10,8 @@ trains P and H_n with cross-entropy on
 for the scenario's local epochs and optimiser (authors: SGD lr 0.25, weight decay 0.001,
 batch 64, 5 epochs), and sends back only Delta_n = P_tilde_n - P. Without prompts in the
 message (local-only), it starts from its own prompts in ``context.state`` and keeps
-them there. Evaluation: argmax H_n(F*([cls, P, z])) on the local test set, with the
+them there. ``vpt_head`` (a control) trains H_n only: the prompts stay at their
+initial values. Evaluation: argmax H_n(F*([cls, P, z])) on the local test set, with the
 prompts of the evaluate message (or its own).
 
 Data: the client's partition minus the public pretraining split, in its domain's style
@@ -44,6 +45,8 @@ from fedsim.workspace import federated_data
 HEAD_KEY = "pfedpg.head"
 PROMPT_STATE_KEY = "pfedpg.prompts"
 AGE_KEY = "pfedpg.head-age"
+#: Algorithms whose clients train the head only (the prompts are never tuned).
+HEAD_ONLY = frozenset({"vpt_head"})
 
 
 class PromptedClassifier(nn.Module):
@@ -91,6 +94,12 @@ def _classifier(
     return PromptedClassifier(encoder, prompts, head), prompts, from_server, age
 
 
+def trainable(model: PromptedClassifier, scenario: Scenario) -> list[nn.Parameter]:
+    """What the client tunes: P and H_n, or H_n alone for the head-only control."""
+    head = list(model.head.parameters())
+    return head if scenario.algorithm.name in HEAD_ONLY else [model.prompts, *head]
+
+
 def train(msg: Message, context: Context) -> Message:
     """Tune P and H_n locally; send Delta_n (or keep P when no prompts came)."""
     env = client_env(msg, context)
@@ -104,7 +113,7 @@ def train(msg: Message, context: Context) -> Message:
             data.y_train,
             epochs=spec.local_epochs,
             batch_size=spec.batch_size,
-            optimizer=make_optimizer([model.prompts, *model.head.parameters()], spec.optimizer),
+            optimizer=make_optimizer(trainable(model, env.scenario), spec.optimizer),
             generator=env.generator(),
         )
         tuned = model.prompts.detach().clone()
@@ -131,5 +140,5 @@ def evaluate_local(msg: Message, context: Context) -> Message:
 
 
 _HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)
-for _name in ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local"):
+for _name in ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local", "vpt_head"):
     CLIENT_ALGORITHMS.register(_name)(_HANDLERS)

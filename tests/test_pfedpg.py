@@ -191,7 +191,7 @@ def test_pretraining_is_cached_by_content() -> None:
 
 # ------------------------------------------------------------------------------ runs
 
-ALGORITHMS = ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local")
+ALGORITHMS = ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local", "vpt_head")
 
 
 def prompt_scenario(tmp_path: Path, algorithm: str = "pfedpg", **extra) -> Path:
@@ -248,7 +248,9 @@ def test_tiny_runs_keep_backbone_heads_and_count_bytes(tmp_path: Path, algorithm
     prompt_bytes, full_bytes = final["prompt_bytes_per_client"], final["full_model_bytes_per_client"]
     assert prompt_bytes < full_bytes / 20
     for row in train:
-        if algorithm == "vpt_local":  # nothing but the config goes down, metrics up
+        tuned = row["prompt_delta_norm"] > 0  # the head-only control never moves its prompts
+        assert tuned == (algorithm != "vpt_head"), row
+        if algorithm in ("vpt_local", "vpt_head"):  # nothing but the config goes down, metrics up
             assert row["bytes_down"] < 200 and row["bytes_up"] < 400
         else:  # K x dim float32 each way (+ npy header, config and metrics)
             assert prompt_bytes <= row["bytes_down"] < prompt_bytes + 200

@@ -12,7 +12,12 @@ name            client n receives                server update
 ``pfedpg_base`` P_base (generator output unused) the same rule on P_base alone
 ``fedvpt``      the global prompts P             P += sum_n w_n Delta_n (FedAvg, w ~ n_k)
 ``vpt_local``   nothing (prompts stay local)     none
+``vpt_head``    nothing; prompts never trained   none (control: H_n alone, initial P)
 ==============  ===============================  =========================================
+
+``vpt_head`` is a control rather than a method: the frozen backbone with the common
+initial prompts and a trained local head, so ``vpt_local`` minus ``vpt_head`` is what
+tuning the prompts adds at all on a setting.
 
 The global arrays of a run are the generator's state (pFedPG, P_base-only), the shared
 prompts (FedVPT) or nothing (local), so checkpoints and resume need no extra state.
@@ -59,7 +64,7 @@ DELTA_KEY = "delta"
 
 
 class PromptParams(BaseModel):
-    """Parameters shared by the prompt-tuning algorithms (pfedpg, pfedpg_base, fedvpt, vpt_local)."""
+    """Parameters shared by the prompt algorithms (pfedpg, pfedpg_base, fedvpt, vpt_local, vpt_head)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     num_prompts: int = Field(8, ge=1, le=256, description="K prompt tokens (VPT-shallow)")
@@ -421,3 +426,4 @@ _register(
 _register("pfedpg_base", PBaseOnly, PFedPGParams, "pFedPG ablation: P_base only, generator output unused")
 _register("fedvpt", FedVPT, PromptParams, "visual prompts averaged with FedAvg, local heads")
 _register("vpt_local", LocalPrompts, PromptParams, "visual prompts and heads tuned locally, no communication")
+_register("vpt_head", LocalPrompts, PromptParams, "control: local heads only, prompts never tuned")
