@@ -184,6 +184,8 @@ def test_round_without_text_clients_distils_images_only(write_scenario) -> None:
     strategy, _, _, _, _, after_public, _, metrics = run_round(sc)
     assert metrics["image-clients"] == 3 and metrics["text-clients"] == 0
     assert "server-kd-loss" in metrics and "text-weight-max" not in metrics
+    assert "image-target-r1" in metrics and "text-target-r1" not in metrics
+    assert 0.0 <= metrics["image-target-r1"] <= 100.0 and -1.0 <= metrics["image-client-cos"] <= 1.0
     after_kd = strategy.net.state_dict()
     text_keys = [k for k in after_kd if k.startswith("text.")]
     image_keys = [k for k in after_kd if k.startswith("image.")]

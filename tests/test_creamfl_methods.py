@@ -9,6 +9,7 @@ import torch
 
 from fedsim.methods.creamfl import (
     aggregate,
+    distillation_diagnostics,
     ensemble_scores,
     ensemble_weights,
     info_nce,
@@ -118,3 +119,23 @@ def test_recall_is_perfect_on_identity_and_counts_ties_for_the_match() -> None:
     assert r["rsum"] == pytest.approx(600.0)
     r = recall_at_k(torch.ones(4, 4))
     assert r["i2t_r1"] == pytest.approx(100.0)
+
+
+def test_distillation_diagnostics_compare_targets_with_the_server_own_retrieval() -> None:
+    eye = torch.eye(3)
+    global_reps = {"image": eye, "text": eye}  # the server retrieves every public item
+    swapped = eye[[1, 0, 2]]  # items 0 and 1 exchanged: only item 2 retrieves its match
+    local = {"image": torch.stack([eye, swapped]), "text": torch.stack([swapped, swapped])}
+    targets = {"image": swapped, "text": 2.0 * eye}  # targets need not have unit norm
+    out = distillation_diagnostics(global_reps, local, targets)
+    assert out["server-public-r1-i2t"] == out["server-public-r1-t2i"] == 100.0
+    assert out["image-target-r1"] == pytest.approx(100.0 / 3)
+    assert out["text-target-r1"] == 100.0
+    assert out["image-client-cos"] == pytest.approx((1.0 + 1.0 / 3) / 2)  # eye: 1, swapped: 1/3
+    assert out["text-client-cos"] == pytest.approx(1.0 / 3)
+
+
+def test_distillation_diagnostics_only_for_modalities_with_targets() -> None:
+    eye = torch.eye(2)
+    out = distillation_diagnostics({"image": eye, "text": eye}, {"image": eye[None]}, {"image": eye})
+    assert set(out) == {"server-public-r1-i2t", "server-public-r1-t2i", "image-target-r1", "image-client-cos"}

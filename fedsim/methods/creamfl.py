@@ -25,7 +25,7 @@ All embeddings are L2-normalised rows. P is the public set, d the embedding dime
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -138,4 +138,32 @@ def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = RECALL_KS) -> di
         for k in ks:
             out[f"{name}_r{k}"] = 100.0 * float((rank < k).float().mean())
     out["rsum"] = sum(out.values())
+    return out
+
+
+def distillation_diagnostics(
+    global_reps: Mapping[str, torch.Tensor],
+    local: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+) -> dict[str, float]:
+    """How useful the distillation targets are to the server, on the public set.
+
+    - ``server-public-r1-{i2t,t2i}``: Recall@1 of the server's own global representations;
+    - ``{m}-target-r1``: Recall@1 of the aggregated targets of modality m against the
+      server's global representations of the other modality (image targets retrieve
+      captions, text targets retrieve images): below the server's own value, distilling
+      towards them moves the server away from what it retrieves well;
+    - ``{m}-client-cos``: mean cosine between a client's and the server's embedding of
+      the same public item (1: the client lives in the server's space).
+
+    ``local[m]`` is ``[C, |P|, d]``; ``targets[m]`` is ``[|P|, d]`` (not normalised).
+    """
+    own = recall_at_k(global_reps["image"] @ global_reps["text"].T, ks=(1,))
+    out = {"server-public-r1-i2t": own["i2t_r1"], "server-public-r1-t2i": own["t2i_r1"]}
+    for m, target in targets.items():
+        if m == "image":
+            out["image-target-r1"] = recall_at_k(target @ global_reps["text"].T, ks=(1,))["i2t_r1"]
+        else:
+            out["text-target-r1"] = recall_at_k(global_reps["image"] @ target.T, ks=(1,))["t2i_r1"]
+        out[f"{m}-client-cos"] = float((local[m] * global_reps[m]).sum(-1).mean())
     return out

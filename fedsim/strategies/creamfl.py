@@ -38,7 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedsim.data.captions import vocabulary
 from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
 from fedsim.errors import UserError
-from fedsim.methods.creamfl import AGGREGATIONS, aggregate, batches, info_nce, mse, recall_at_k
+from fedsim.methods.creamfl import (
+    AGGREGATIONS,
+    aggregate,
+    batches,
+    distillation_diagnostics,
+    info_nce,
+    mse,
+    recall_at_k,
+)
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
 from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
 from fedsim.scenario import Scenario
@@ -300,15 +308,18 @@ class CreamFL(FedAvg):
                     local[key].append(torch.from_numpy(value.copy()))
         metrics = dict(self._server_metrics)
         targets: dict[str, torch.Tensor] = {}
+        stacked: dict[str, torch.Tensor] = {}
         other = {"image": "text", "text": "image"}
         for m in MODALITY_KEYS:
             metrics[f"{m}-clients"] = len(local[m])
             if local[m] and not p.public_only:
-                stacked = torch.stack(local[m])
+                stacked[m] = torch.stack(local[m])
                 targets[m], weights = aggregate_modality(
-                    stacked, self._global[other[m]], p.aggregation, p.chunk_size
+                    stacked[m], self._global[other[m]], p.aggregation, p.chunk_size
                 )
                 metrics[f"{m}-weight-max"] = float(weights.max(0).values.mean())
+        if targets:
+            metrics.update(distillation_diagnostics(self._global, stacked, targets))
         if targets and p.kd_weight > 0:
             metrics["server-kd-loss"] = distil(
                 self.net,
