@@ -264,14 +264,15 @@ def test_shipped_scenarios_validate(variant: str) -> None:
 
 
 @pytest.mark.slow
-def test_resume_restores_client_models_and_server_optimizer(write_scenario) -> None:
+@pytest.mark.parametrize("distil_optimizer", ["shared", "own"])
+def test_resume_restores_client_models_and_server_optimizer(write_scenario, distil_optimizer: str) -> None:
     from rich.console import Console
 
     from fedsim.runner import resume_run, start_run
     from tests.helpers import final_arrays, rows
 
     quiet = Console(quiet=True)
-    path = creamfl_scenario(write_scenario)
+    path = creamfl_scenario(write_scenario, distil_optimizer=distil_optimizer)
     raw = yaml.safe_load(path.read_text())
     raw.update(rounds=3, output={**raw["output"], "checkpoint_every": 1})
     path.write_text(yaml.safe_dump(raw))
@@ -283,6 +284,23 @@ def test_resume_restores_client_models_and_server_optimizer(write_scenario) -> N
     assert rows(part.path / "clients.jsonl") == rows(full.path / "clients.jsonl")
     for key, value in final_arrays(full.path).items():
         np.testing.assert_array_equal(value, final_arrays(part.path)[key])
+
+
+def test_distillation_optimizer_is_the_public_one_or_its_own(write_scenario) -> None:
+    from fedsim.scenario import load_scenario
+
+    shared, *_ = run_round(load_scenario(creamfl_scenario(write_scenario)))
+    assert shared.distil_optimizer is shared.optimizer
+    assert set(shared.state_dict()) == {"server_optimizer"}
+    steps = {int(s["step"]) for s in shared.state_dict()["server_optimizer"]["state"].values()}
+    assert steps == {2}  # one public batch (48 pairs, batch 64) and one distillation batch
+    own, *_ = run_round(load_scenario(creamfl_scenario(write_scenario, distil_optimizer="own")))
+    assert own.distil_optimizer is not own.optimizer
+    state = own.state_dict()
+    assert set(state) == {"server_optimizer", "distil_optimizer"}
+    kd_steps = {int(s["step"]) for s in state["distil_optimizer"]["state"].values()}
+    public_steps = {int(s["step"]) for s in state["server_optimizer"]["state"].values()}
+    assert kd_steps == {1} and public_steps == {1}  # each optimizer counts its own batch only
 
 
 def test_clients_reach_the_server_only_through_distillation(write_scenario) -> None:
