@@ -263,6 +263,19 @@ def test_shipped_scenarios_validate(variant: str) -> None:
     )
 
 
+def test_wide_clients_scenario_is_run_d_of_the_readme() -> None:
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies.creamfl import model_params, params_of
+
+    root = Path(__file__).parents[1]
+    sc = load_scenario(root / "scenarios" / "creamfl_shapes_wide_clients.yaml")
+    p, m = params_of(sc), model_params(sc)
+    assert (p.tau, p.reg_weight, p.kd_weight, p.public_size) == (0.5, 0.5, 0.3, 1000)
+    assert p.modalities == ("image_text",) and p.distil_optimizer == "own" and p.aggregation == "ensemble"
+    assert tuple(m.image_channels) == tuple(m.server_image_channels) and m.text_width == m.server_text_width
+    assert (sc.rounds, sc.train.local_epochs, sc.data.options["num_train"]) == (20, 2, 12000)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("distil_optimizer", ["shared", "own"])
 def test_resume_restores_client_models_and_server_optimizer(write_scenario, distil_optimizer: str) -> None:
