@@ -252,7 +252,7 @@ class CreamFL(FedAvg):
     def optimizer(self) -> torch.optim.Optimizer:
         """The Adam of the server's public contrastive epochs, kept for the whole run."""
         if self._opt is None:
-            self._opt = torch.optim.Adam(self.net.parameters(), lr=self.params.server_lr)
+            self._opt = self._server_adam()
         return self._opt
 
     @property
@@ -270,8 +270,11 @@ class CreamFL(FedAvg):
         if self.params.distil_optimizer == "shared":
             return self.optimizer
         if self._kd_opt is None:
-            self._kd_opt = torch.optim.Adam(self.net.parameters(), lr=self.params.server_lr)
+            self._kd_opt = self._server_adam()
         return self._kd_opt
+
+    def _server_adam(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.params.server_lr)
 
     def _generator(self, server_round: int, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.scenario.seed, server_round, salt))
