@@ -20,6 +20,8 @@ when the partition is ``domains`` (:func:`fedsim.strategies.pfedpg.prompt_client
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
@@ -45,8 +47,6 @@ from fedsim.workspace import federated_data
 HEAD_KEY = "pfedpg.head"
 PROMPT_STATE_KEY = "pfedpg.prompts"
 AGE_KEY = "pfedpg.head-age"
-#: Algorithms whose clients train the head only (the prompts are never tuned).
-HEAD_ONLY = frozenset({"vpt_head"})
 
 
 class PromptedClassifier(nn.Module):
@@ -94,14 +94,14 @@ def _classifier(
     return PromptedClassifier(encoder, prompts, head), prompts, from_server, age
 
 
-def trainable(model: PromptedClassifier, scenario: Scenario) -> list[nn.Parameter]:
-    """What the client tunes: P and H_n, or H_n alone for the head-only control."""
+def trainable(model: PromptedClassifier, tune_prompts: bool) -> list[nn.Parameter]:
+    """What the client tunes: P and H_n, or H_n alone (the head-only control)."""
     head = list(model.head.parameters())
-    return head if scenario.algorithm.name in HEAD_ONLY else [model.prompts, *head]
+    return [model.prompts, *head] if tune_prompts else head
 
 
-def train(msg: Message, context: Context) -> Message:
-    """Tune P and H_n locally; send Delta_n (or keep P when no prompts came)."""
+def train(msg: Message, context: Context, tune_prompts: bool = True) -> Message:
+    """Tune P (unless ``tune_prompts`` is off) and H_n; send Delta_n (or keep P when none came)."""
     env = client_env(msg, context)
     data = prompt_client_data(env.scenario, env.partition_id)
     with env.timed():
@@ -113,7 +113,7 @@ def train(msg: Message, context: Context) -> Message:
             data.y_train,
             epochs=spec.local_epochs,
             batch_size=spec.batch_size,
-            optimizer=make_optimizer(trainable(model, env.scenario), spec.optimizer),
+            optimizer=make_optimizer(trainable(model, tune_prompts), spec.optimizer),
             generator=env.generator(),
         )
         tuned = model.prompts.detach().clone()
@@ -140,5 +140,9 @@ def evaluate_local(msg: Message, context: Context) -> Message:
 
 
 _HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)
-for _name in ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local", "vpt_head"):
+for _name in ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local"):
     CLIENT_ALGORITHMS.register(_name)(_HANDLERS)
+# The head-only control: the same client with its prompts never tuned.
+CLIENT_ALGORITHMS.register("vpt_head")(
+    ClientAlgorithm(train=partial(train, tune_prompts=False), evaluate=evaluate_local)
+)
