@@ -5,9 +5,9 @@ in ``context.state`` for the whole run; no weights are ever sent. One round:
 
 1. the model as it is at round start is the frozen "previous" model: its public
    representations are the intra-modal negatives;
-2. a supervised epoch on private data: image clients classify shapes, text clients one
-   caption attribute (cross-entropy), image-text clients the symmetric InfoNCE on their
-   private pairs;
+2. the scenario's local epochs on private data (plus ``client_warmup_epochs`` the
+   first time): image clients classify shapes, text clients one caption attribute
+   (cross-entropy), image-text clients the symmetric InfoNCE on their private pairs;
 3. a pass over the public set with lambda * (L_inter + L_intra) per modality held
    (tau 0.5, lambda 0.5), against the server's global representations I^g, T^g;
 4. the reply carries the client's representations of the public set, ``[|P|, d]`` per
@@ -51,6 +51,11 @@ AGE_KEY = "creamfl.age"
 def modalities_of(modality: str) -> list[str]:
     """The encoders a client of ``modality`` has: ``image``, ``text`` or both."""
     return [m for m, has in (("image", HAS_IMAGE[modality]), ("text", HAS_TEXT[modality])) if has]
+
+
+def private_epochs(local_epochs: int, params: CreamFLParams, age: int) -> int:
+    """Private epochs of a client that has trained ``age`` rounds: the warm-up ones come first."""
+    return local_epochs + (params.client_warmup_epochs if age == 0 else 0)
 
 
 def private_epoch(
@@ -148,7 +153,7 @@ def train(msg: Message, context: Context) -> Message:
         spec = env.scenario.train
         stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id)
         optimizer, generator = make_optimizer(net.parameters(), spec.optimizer), env.generator(0)
-        for _ in range(spec.local_epochs):
+        for _ in range(private_epochs(spec.local_epochs, p, age)):
             stats = private_epoch(
                 net,
                 private,

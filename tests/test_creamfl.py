@@ -326,3 +326,45 @@ def test_clients_reach_the_server_only_through_distillation(write_scenario) -> N
     a, b, c = arrays_to_numpy(kd0), arrays_to_numpy(alone), arrays_to_numpy(kd)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_server_warmup_rounds_run_as_the_public_only_baseline(write_scenario) -> None:
+    from fedsim.records import arrays_to_numpy
+    from fedsim.scenario import load_scenario
+
+    warm = load_scenario(creamfl_scenario(write_scenario, server_warmup_rounds=1))
+    *_, sent, replies, _, arrays, metrics = run_round(warm, server_round=1)
+    assert all("global" not in m.content.array_records for m in sent)
+    assert all(not r.content.array_records for r in replies)
+    assert metrics["image-clients"] == 0 and "server-kd-loss" not in metrics
+    alone = run_round(load_scenario(creamfl_scenario(write_scenario, public_only=True)))[6]
+    a, b = arrays_to_numpy(arrays), arrays_to_numpy(alone)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # from the next round on the clients take part and the server distils
+    *_, sent, replies, _, _, metrics = run_round(warm, server_round=2)
+    assert all("global" in m.content.array_records for m in sent)
+    assert metrics["image-clients"] == 2 and metrics["text-clients"] == 2 and "server-kd-loss" in metrics
+
+
+def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
+    from clients.creamfl import MODEL_KEY, private_epochs
+    from fedsim.records import arrays_to_numpy
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies.creamfl import params_of
+
+    # (write_scenario writes one file: load each scenario before writing the next)
+    warm_sc = load_scenario(
+        creamfl_scenario(write_scenario, client_warmup_epochs=2), ["train.local_epochs=1"]
+    )
+    p = params_of(warm_sc)
+    assert [private_epochs(1, p, age) for age in (0, 1, 5)] == [3, 1, 1]
+    plain_sc = load_scenario(creamfl_scenario(write_scenario), ["train.local_epochs=3"])
+    assert private_epochs(1, params_of(plain_sc), 0) == 1
+    one_sc = load_scenario(creamfl_scenario(write_scenario), ["train.local_epochs=1"])
+    # a first round with 1 local + 2 warm-up epochs is a first round of 3 local epochs
+    warm, plain, one = (run_round(sc)[1].client_states() for sc in (warm_sc, plain_sc, one_sc))
+    for pid, state in warm.items():
+        w, q = arrays_to_numpy(state[MODEL_KEY]), arrays_to_numpy(plain[pid][MODEL_KEY])
+        assert all(np.array_equal(w[k], q[k]) for k in w)
+        o = arrays_to_numpy(one[pid][MODEL_KEY])
+        assert not all(np.array_equal(w[k], o[k]) for k in w)

@@ -17,7 +17,11 @@ No model weights are exchanged: only representations of the public set. Per roun
 The global arrays the round loop carries (and checkpoints) are the server model's
 weights; they never leave the server. ``public_only: true`` is the baseline of a
 server trained on public data alone: its train messages carry no representations,
-clients answer without training, nothing is distilled.
+clients answer without training, nothing is distilled. Two departures from the paper,
+off by default, stand in for its pretrained encoders: ``server_warmup_rounds: k`` runs
+the first k rounds as the public-only baseline does (the same server, round by round)
+before clients take part, and ``client_warmup_epochs: e`` gives each client e extra
+private epochs the first time it trains.
 
 Server-side evaluation: image-to-text and text-to-image Recall@1/5/10 and rsum on
 the paired test set. Client-side evaluation is not run (clients' models are
@@ -85,6 +89,12 @@ class CreamFLParams(BaseModel):
         "ensemble", description="how client representations merge"
     )
     public_only: bool = Field(False, description="baseline: server trained on public data only")
+    server_warmup_rounds: int = Field(
+        0, ge=0, description="rounds the server trains on public data alone before clients take part"
+    )
+    client_warmup_epochs: int = Field(
+        0, ge=0, description="extra private epochs in a client's first round (a pretrained start)"
+    )
     contrastive_tau: float = Field(0.1, gt=0, description="temperature of the InfoNCE (server, pair clients)")
     server_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the server")
     distil_optimizer: Literal["shared", "own"] = Field(
@@ -305,7 +315,7 @@ class CreamFL(FedAvg):
     def train_content(self, server_round: int, arrays: ArrayRecord, node: NodeInfo) -> RecordDict:
         """The global public representations and the config (no weights; none when public-only)."""
         content = RecordDict({"config": self._shared_content["config"]})
-        if not self.params.public_only:
+        if not self.params.public_only and server_round > self.params.server_warmup_rounds:
             content[GLOBAL_RECORD] = numpy_to_arrays({m: g.numpy() for m, g in self._global.items()})
         return content
 
