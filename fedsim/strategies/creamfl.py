@@ -313,7 +313,8 @@ class CreamFL(FedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
     def train_content(self, server_round: int, arrays: ArrayRecord, node: NodeInfo) -> RecordDict:
-        """The global public representations and the config (no weights; none when public-only)."""
+        """The public set's global representations and the config (no weights; none while warming up
+        or public-only)."""
         content = RecordDict({"config": self._shared_content["config"]})
         if not self.params.public_only and server_round > self.params.server_warmup_rounds:
             content[GLOBAL_RECORD] = numpy_to_arrays({m: g.numpy() for m, g in self._global.items()})
