@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.cache import cache_dir
-from fedsim.files import write_atomic
+from fedsim.files import write_json
 from fedsim.system.profiles import RESNET18_GFLOPS, DeviceProfile
 
 WARMUPS = 2
@@ -104,7 +104,7 @@ def calibrate(threads: int = 1, repeats: int = 7, refresh: bool = False) -> Cali
         if cached is not None:
             return cached
     cal = _measure(reference_model(), threads, repeats)
-    write_atomic(path, json.dumps(cal.to_dict(), indent=2) + "\n")
+    write_json(path, cal.to_dict())
     return cal
 
 

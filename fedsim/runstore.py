@@ -13,12 +13,12 @@ Layout (all plain files; ``pandas.read_json(path, lines=True)`` reads the JSONL)
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fedsim.errors import UserError
+from fedsim.files import write_atomic
 from fedsim.scenario import Scenario, read_yaml, validate_scenario
 
 SCENARIO_FILE = "scenario.yaml"
@@ -86,15 +86,11 @@ class RunFolder:
         """Drop rows of rounds after ``last_round`` (before resuming from it)."""
         for file in (METRICS_FILE, CLIENTS_FILE):
             rows = [r for r in self.read(file) if r["round"] <= last_round]
-            tmp = self.path / f".{file}.tmp"
-            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-            os.replace(tmp, self.path / file)
+            write_atomic(self.path / file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json atomically."""
-        tmp = self.path / f".{SUMMARY_FILE}.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path / SUMMARY_FILE)
+        write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     def summary(self) -> dict[str, Any]:
         """summary.json ({} when absent)."""
