@@ -26,7 +26,7 @@ from torch import nn
 from clients.common import client_env, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
-from fedsim.methods.creamfl import batches, info_nce, inter_modal_loss, intra_modal_loss
+from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss, optimise_epoch
 from fedsim.models.multimodal import MultimodalNet
 from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
 from fedsim.scenario import Scenario
@@ -68,27 +68,29 @@ def private_epoch(
     generator: torch.Generator,
 ) -> Stats:
     """One supervised epoch on the client's private data (CE, or InfoNCE for pairs)."""
-    net.train()
-    n, total, correct = len(data), 0.0, 0
-    for idx in batches(n, batch_size, generator):
-        optimizer.zero_grad(set_to_none=True)
+    correct = 0
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+        nonlocal correct
         if data.modality == "image_text":
             if len(idx) < 2:
-                continue
+                return None
             img, txt = net.image(data.images[idx]), net.text(data.tokens[idx])  # type: ignore[index,misc]
-            loss = info_nce(img, txt, tau)
             hits = (img @ txt.T).argmax(1) == torch.arange(len(idx))  # in-batch retrieval
+            loss = info_nce(img, txt, tau)
         else:
             head = net.image_head if data.modality == "image" else net.text_head
             inputs = data.images if data.modality == "image" else data.tokens
             logits = head(net.encode(data.modality, inputs[idx]))  # type: ignore[index,misc]
-            loss = nn.functional.cross_entropy(logits, data.labels[idx])
             hits = logits.argmax(1) == data.labels[idx]
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)
+            loss = nn.functional.cross_entropy(logits, data.labels[idx])
         correct += int(hits.sum())
-    return Stats(total / max(n, 1), correct / max(n, 1), n)
+        return loss
+
+    net.train()
+    n = len(data)
+    loss = optimise_epoch(n, batch_size, optimizer, generator, batch_loss)
+    return Stats(loss, correct / max(n, 1), n)
 
 
 def public_regularised_pass(
@@ -104,11 +106,8 @@ def public_regularised_pass(
 ) -> float:
     """One pass over the public set with lambda * (L_inter + L_intra) per modality; the mean loss."""
     other = {"image": "text", "text": "image"}
-    n = len(next(iter(public_data.values())))
-    net.train()
-    total = 0.0
-    for idx in batches(n, batch_size, generator):
-        optimizer.zero_grad(set_to_none=True)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         loss = torch.zeros(())
         for m, inputs in public_data.items():
             z = net.encode(m, inputs[idx])
@@ -116,11 +115,10 @@ def public_regularised_pass(
                 loss = loss + inter_modal_loss(z, global_reps[other[m]], idx, params.tau)
             if params.intra:
                 loss = loss + intra_modal_loss(z, global_reps[m][idx], previous[m][idx], params.tau)
-        loss = params.reg_weight * loss
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)
-    return total / max(n, 1)
+        return params.reg_weight * loss
+
+    net.train()
+    return optimise_epoch(len(next(iter(public_data.values()))), batch_size, optimizer, generator, batch_loss)
 
 
 def client_model(

@@ -40,6 +40,29 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield order[start : start + batch_size]
 
 
+def optimise_epoch(
+    n: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
+) -> float:
+    """One epoch over ``range(n)`` in shuffled batches, a step on each batch's loss; the mean loss.
+
+    ``batch_loss(idx)`` returns the loss of the items ``idx``, or None to skip the batch.
+    """
+    total = 0.0
+    for idx in batches(n, batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = batch_loss(idx)
+        if loss is None:
+            continue
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(n, 1)
+
+
 def info_nce(images: torch.Tensor, texts: torch.Tensor, tau: float) -> torch.Tensor:
     """Symmetric InfoNCE of matched rows ``images[i] <-> texts[i]`` at temperature ``tau``."""
     logits = images @ texts.T / tau

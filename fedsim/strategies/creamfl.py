@@ -45,10 +45,10 @@ from fedsim.errors import UserError
 from fedsim.methods.creamfl import (
     AGGREGATIONS,
     aggregate,
-    batches,
     distillation_diagnostics,
     info_nce,
     mse,
+    optimise_epoch,
     recall_at_k,
 )
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
@@ -178,17 +178,14 @@ def train_contrastive(
     generator: torch.Generator,
 ) -> float:
     """One epoch of symmetric InfoNCE on pairs; the mean loss."""
-    net.train()
-    total = 0.0
-    for idx in batches(len(tokens), batch_size, generator):
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
         if len(idx) < 2:
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        loss = info_nce(net.encode("image", images[idx]), net.encode("text", tokens[idx]), tau)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)
-    return total / max(len(tokens), 1)
+            return None
+        return info_nce(net.encode("image", images[idx]), net.encode("text", tokens[idx]), tau)
+
+    net.train()
+    return optimise_epoch(len(tokens), batch_size, optimizer, generator, batch_loss)
 
 
 def distil(
@@ -202,16 +199,13 @@ def distil(
     generator: torch.Generator,
 ) -> float:
     """One epoch of kd_weight * sum_m MSE(f^m(x_j), target^m_j) over the public set; the mean loss."""
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        inputs = {m: public_inputs(public, m)[idx] for m in targets}
+        return kd_weight * sum(mse(net.encode(m, inputs[m]), t[idx]) for m, t in targets.items())  # type: ignore[return-value]
+
     net.train()
-    total = 0.0
-    for idx in batches(len(public), batch_size, generator):
-        optimizer.zero_grad(set_to_none=True)
-        loss = sum(mse(net.encode(m, public_inputs(public, m)[idx]), t[idx]) for m, t in targets.items())
-        loss = kd_weight * loss
-        loss.backward()  # type: ignore[union-attr]
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
-    return total / max(len(public), 1)
+    return optimise_epoch(len(public), batch_size, optimizer, generator, batch_loss)
 
 
 def aggregate_modality(
