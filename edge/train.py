@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from edge.bottlefit import SplitClassifier, inject_bottleneck
 from edge.experiment import Experiment, experiment_data, load_experiment, validate_experiment
@@ -33,6 +33,7 @@ from edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
 from edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
 from fedsim.data import Dataset
 from fedsim.errors import UserError
+from fedsim.progress import progress_bar
 from fedsim.runstore import CHECKPOINT_DIR, RunFolder, new_run_dir
 from fedsim.scenario import read_yaml
 from fedsim.training import Stats, derive_seed, evaluate
@@ -147,14 +148,7 @@ class TrainProgress:
         self.log = log
         self._progress: Progress | None = None
         if bars:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs  {task.fields[info]}"),
-                TimeElapsedColumn(),
-                console=console,
-            )
+            self._progress = progress_bar("epochs", console)
         self._task: Any = None
         self._description, self._total = "", 0
 

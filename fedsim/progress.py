@@ -31,6 +31,20 @@ def accuracy_text(row: dict[str, Any]) -> str:
     return ""
 
 
+def progress_bar(unit: str, console: Console | None = None, eta: bool = False) -> Progress:
+    """A rich bar: description, bar, done/total ``unit``, the task's ``info`` field, time (and ETA)."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(f"{unit}  {{task.fields[info]}}"),
+        TimeElapsedColumn(),
+    ]
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(*columns, console=console)
+
+
 class RoundProgress:
     """Progress bar over rounds; a no-op when disabled."""
 
@@ -40,18 +54,8 @@ class RoundProgress:
         self.enabled = enabled
         self._progress: Progress | None = None
         if enabled:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("rounds  {task.fields[acc]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
-            self._task = self._progress.add_task(name, total=total, completed=start, acc="")
+            self._progress = progress_bar("rounds", console, eta=True)
+            self._task = self._progress.add_task(name, total=total, completed=start, info="")
 
     def __enter__(self) -> RoundProgress:
         if self._progress:
@@ -65,7 +69,7 @@ class RoundProgress:
     def update(self, row: dict[str, Any]) -> None:
         """Advance to the round of a metrics row."""
         if self._progress:
-            self._progress.update(self._task, completed=row["round"], acc=accuracy_text(row))
+            self._progress.update(self._task, completed=row["round"], info=accuracy_text(row))
 
     def on_round_end(self, result: RoundResult, loop: RoundLoop) -> None:
         """Round-loop callback."""
