@@ -26,7 +26,7 @@ from torch import nn
 from clients.common import client_env, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
-from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss, optimise_epoch
+from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss
 from fedsim.models.multimodal import MultimodalNet
 from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
 from fedsim.scenario import Scenario
@@ -40,7 +40,7 @@ from fedsim.strategies.creamfl import (
     params_of,
     public_inputs,
 )
-from fedsim.training import Stats, derive_seed, make_optimizer
+from fedsim.training import Stats, derive_seed, make_optimizer, optimise_epoch
 
 #: Key of the client's model in ``context.state`` (never sent).
 MODEL_KEY = "creamfl.model"

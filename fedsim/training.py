@@ -60,20 +60,44 @@ def train_epochs(
     """Train for ``epochs`` passes over (x, y); statistics of the last epoch."""
     model.train()
     n = len(y)
-    total_loss, correct = 0.0, 0
+    loss, correct = 0.0, 0
     for _ in range(epochs):
-        total_loss, correct = 0.0, 0
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            xb, yb = x[idx], y[idx]
-            optimizer.zero_grad(set_to_none=True)
-            loss, logits = loss_fn(model, xb, yb)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
+        correct = 0
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            nonlocal correct
+            yb = y[idx]
+            loss, logits = loss_fn(model, x[idx], yb)
             correct += int((logits.detach().argmax(1) == yb).sum())
-    return Stats(total_loss / max(n, 1), correct / max(n, 1), n)
+            return loss
+
+        loss = optimise_epoch(n, batch_size, optimizer, generator, batch_loss)
+    return Stats(loss, correct / max(n, 1), n)
+
+
+def optimise_epoch(
+    n: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
+) -> float:
+    """One epoch over ``range(n)`` in shuffled batches, a step on each batch's loss; the mean loss.
+
+    ``batch_loss(idx)`` returns the loss of the items ``idx``, or None to skip the batch.
+    """
+    total = 0.0
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = batch_loss(idx)
+        if loss is None:
+            continue
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(n, 1)
 
 
 @torch.no_grad()

@@ -139,23 +139,3 @@ def test_distillation_diagnostics_only_for_modalities_with_targets() -> None:
     eye = torch.eye(2)
     out = distillation_diagnostics({"image": eye, "text": eye}, {"image": eye[None]}, {"image": eye})
     assert set(out) == {"server-public-r1-i2t", "server-public-r1-t2i", "image-target-r1", "image-client-cos"}
-
-
-def test_optimise_epoch_steps_each_batch_once_and_skips_none() -> None:
-    from fedsim.methods.creamfl import optimise_epoch
-
-    w = torch.nn.Parameter(torch.zeros(()))
-    opt = torch.optim.SGD([w], lr=0.1)
-    seen: list[list[int]] = []
-
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
-        seen.append(sorted(idx.tolist()))
-        if len(idx) < 4:
-            return None  # the last, short batch is skipped
-        return w * 1.0  # d/dw = 1: each step moves w by -lr
-
-    mean = optimise_epoch(10, 4, opt, torch.Generator().manual_seed(0), batch_loss)
-    assert sorted(i for b in seen for i in b) == list(range(10))  # every item once
-    assert [len(b) for b in seen] == [4, 4, 2]
-    assert float(w) == pytest.approx(-0.2)  # two steps, not three
-    assert mean == pytest.approx((0.0 * 4 + -0.1 * 4) / 10)  # loss before each step, over all 10 items

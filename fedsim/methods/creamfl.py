@@ -25,42 +25,12 @@ All embeddings are L2-normalised rows. P is the public set, d the embedding dime
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 RECALL_KS = (1, 5, 10)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Index batches covering ``range(n)`` once (shuffled when a generator is given)."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
-def optimise_epoch(
-    n: int,
-    batch_size: int,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
-) -> float:
-    """One epoch over ``range(n)`` in shuffled batches, a step on each batch's loss; the mean loss.
-
-    ``batch_loss(idx)`` returns the loss of the items ``idx``, or None to skip the batch.
-    """
-    total = 0.0
-    for idx in batches(n, batch_size, generator):
-        optimizer.zero_grad(set_to_none=True)
-        loss = batch_loss(idx)
-        if loss is None:
-            continue
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)
-    return total / max(n, 1)
 
 
 def info_nce(images: torch.Tensor, texts: torch.Tensor, tau: float) -> torch.Tensor:

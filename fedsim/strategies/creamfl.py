@@ -48,7 +48,6 @@ from fedsim.methods.creamfl import (
     distillation_diagnostics,
     info_nce,
     mse,
-    optimise_epoch,
     recall_at_k,
 )
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
@@ -57,7 +56,7 @@ from fedsim.scenario import Scenario
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES
-from fedsim.training import derive_seed
+from fedsim.training import derive_seed, optimise_epoch
 from fedsim.workspace import federated_data, scenario_of
 
 #: Names of the representation arrays in messages (each ``[|P|, d]`` float32).
