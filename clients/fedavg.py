@@ -7,7 +7,7 @@ from flwr.app import Context, Message
 
 from clients.common import arrays_of, client_env, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
-from fedsim.metrics import class_group_index, group_accuracy, mask_absent, present_classes
+from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.training import evaluate, make_optimizer, train_epochs
 
 
@@ -33,20 +33,19 @@ def train(msg: Message, context: Context) -> Message:
 @torch.no_grad()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """The global model on the client's local test set: accuracy without and with the
-    mask of classes absent from the client's training data, and per class group."""
+    mask of classes absent from that test set, each also per class group of this client."""
     env = client_env(msg, context)
     with env.timed():
         model = env.model(msg.content["arrays"])
         stats = evaluate(model, env.data.x_test, env.data.y_test)
         logits = model(env.data.x_test)
-        masked = mask_absent(logits, present_classes(env.data.y_train, logits.shape[1])).argmax(1)
-        groups = class_group_index(env.scenario)
-        y = env.data.y_test
+        y, c = env.data.y_test, logits.shape[1]
+        groups = local_class_groups(y, c)
         extra = {
-            "accuracy-masked": float((masked == y).float().mean()) if len(y) else 0.0,
-            **group_accuracy(logits.argmax(1), y, groups),
-            **group_accuracy(masked, y, groups, prefix="accuracy-masked"),
+            **local_accuracy(logits, y, groups),
+            **local_accuracy(mask_absent(logits, present_classes(y, c)), y, groups, "accuracy-masked"),
         }
+        extra.pop("accuracy")  # the same value as stats.accuracy
     return reply(msg, env, stats, **extra)
 
 

@@ -9,8 +9,13 @@ SGD step over all three sets equals three separate optimisers (fresh every round
 scenario's optimiser; the authors use SGD lr 0.03, momentum 0.5).
 
 The backbone and psi go back to the server. phi_k lives in ``context.state`` for the
-whole run and never leaves the client. Local evaluation uses GLA-FR's local model:
-phi_k(z) + psi_k(z), psi_k_c = ||phi_k_c|| psi_c, classes absent locally masked.
+whole run and never leaves the client.
+
+Local evaluation, on the authors' terms (their ``localtest``): classes absent from the
+client's local test set are masked; ``accuracy`` is phi_k(z) + psi(z), the head their
+code logs every round; ``accuracy-realigned`` is GLA-FR's local model phi_k(z) +
+psi_k(z), psi_k_c = ||phi_k_c|| psi_c. Both also per head / middle / tail group of this
+client's own local test distribution. The method in full: docs/algorithms/fedloge.md.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from torch import nn
 
 from clients.common import arrays_of, client_env, persistent_linear, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
-from fedsim.methods.fedloge import local_logits, realign_generic
-from fedsim.metrics import class_group_index, group_accuracy, mask_absent, present_classes
+from fedsim.methods.fedloge import local_logits
+from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
-from fedsim.strategies.fedloge import params_of, worker_net
+from fedsim.strategies.fedloge import worker_net
 from fedsim.training import Stats, make_optimizer, train_epochs
 
 #: Key of the local head in ``context.state`` (never sent).
@@ -53,7 +58,7 @@ def train(msg: Message, context: Context) -> Message:
 
         def loss_fn(_model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             z = net.features(x)
-            logits = z @ net.ssec.T
+            logits = net.ssec_logits(z)
             zd = z.detach()
             ce = nn.functional.cross_entropy
             return ce(logits, y) + ce(net.psi(zd), y) + ce(phi(zd), y), logits
@@ -78,7 +83,11 @@ def train(msg: Message, context: Context) -> Message:
 
 @torch.no_grad()
 def evaluate_local(msg: Message, context: Context) -> Message:
-    """GLA-FR local accuracy on the client's local test set (and per class group)."""
+    """Local accuracy on the client's local test set: phi_k + psi, and realigned (GLA-FR).
+
+    A client that has not trained yet evaluates with its fresh local head (the authors
+    initialise every client's head at the start of the run).
+    """
     env = client_env(msg, context)
     with env.timed():
         net = worker_net(env.scenario)
@@ -87,20 +96,17 @@ def evaluate_local(msg: Message, context: Context) -> Message:
         d, c = net.psi.in_features, net.psi.out_features
         x, y = env.data.x_test, env.data.y_test
         z = net.features(x)
-        present = present_classes(env.data.y_train, c)
-        if PHI_KEY in context.state.array_records:
-            phi, _ = local_head(context, d, c, env.scenario.seed, env.partition_id)
-            logits = local_logits(z, phi, net.psi, present)
-        else:  # never trained here yet: the realigned generic head, masked
-            psi_hat = realign_generic(net.psi.weight, params_of(env.scenario).generic_scale)
-            logits = mask_absent(z @ psi_hat.T + net.psi.bias, present)
-        pred = logits.argmax(1)
-        n = len(y)
-        acc = float((pred == y).float().mean()) if n else 0.0
-        loss = float(nn.functional.cross_entropy(logits, y)) if n else 0.0
-        groups = group_accuracy(pred, y, class_group_index(env.scenario))
+        present = present_classes(y, c)
+        phi, _ = local_head(context, d, c, env.scenario.seed, env.partition_id)
+        logits = mask_absent(phi(z) + net.psi(z), present)
+        realigned = local_logits(z, phi, net.psi, present)
+        loss = float(nn.functional.cross_entropy(logits, y)) if len(y) else 0.0
+        groups = local_class_groups(y, c)
+        metrics = local_accuracy(logits, y, groups)
+        metrics.update(local_accuracy(realigned, y, groups, "accuracy-realigned"))
+        acc = metrics.pop("accuracy")
     return reply(
-        msg, env, Stats(loss, acc, n), **groups, **{"has-local-head": float(PHI_KEY in context.state)}
+        msg, env, Stats(loss, acc, len(y)), **metrics, **{"has-local-head": float(PHI_KEY in context.state)}
     )
 
 

@@ -305,9 +305,11 @@ def local_test_indices(
 def class_groups(class_counts: np.ndarray) -> dict[str, list[int]]:
     """Split classes into head, middle and tail by their share of the samples.
 
-    Classes are sorted by count, descending (ties by class index). A class is in the head
-    when the classes before it hold less than 75% of all samples, in the middle when they
-    hold less than 95%, otherwise in the tail. The most frequent class is always head.
+    Classes are sorted by count, descending. A class is in the head when the classes
+    strictly more frequent than it hold less than 75% of all samples, in the middle when
+    they hold less than 95%, otherwise in the tail. Classes of equal count are in the same
+    group, so a balanced set has only head classes (and no middle or tail group); a class
+    with no samples has no group.
 
     Parameters
     ----------
@@ -318,21 +320,24 @@ def class_groups(class_counts: np.ndarray) -> dict[str, list[int]]:
     -------
     dict of str to list of int
         ``{"head": [...], "middle": [...], "tail": [...]}``, class indices in ascending
-        order; every class is in exactly one group.
+        order; every class with samples is in exactly one group; a group may be empty.
 
     Examples
     --------
     >>> class_groups([10, 50, 30, 4, 6])
     {'head': [1, 2], 'middle': [0, 4], 'tail': [3]}
+    >>> class_groups([5, 5, 5, 5])
+    {'head': [0, 1, 2, 3], 'middle': [], 'tail': []}
     """
     counts = np.asarray(class_counts, dtype=np.float64)
     total = counts.sum()
     if total <= 0:
         raise ValueError("class_groups needs at least one sample")
-    order = np.argsort(-counts, kind="stable")
-    before = (np.cumsum(counts[order]) - counts[order]) / total
     groups: dict[str, list[int]] = {"head": [], "middle": [], "tail": []}
-    for c, share in zip(order, before, strict=True):
+    for c, n in enumerate(counts):
+        if n <= 0:
+            continue
+        share = counts[counts > n].sum() / total
         name = "head" if share < 0.75 else "middle" if share < 0.95 else "tail"
-        groups[name].append(int(c))
-    return {k: sorted(v) for k, v in groups.items()}
+        groups[name].append(c)
+    return groups

@@ -1,6 +1,8 @@
 """FedLoGe's maths (Xiao et al., ICLR 2024, https://arxiv.org/abs/2401.08977).
 
-SSE-C, the static sparse equiangular-tight-frame classifier (METHODS.md section 1):
+The method, in full: docs/algorithms/fedloge.md.
+
+SSE-C, the static sparse equiangular-tight-frame classifier:
 
 1. P (d x C) from the QR factorisation of a U(0, 1) matrix, so P^T P = I;
 2. M = sqrt(C/(C-1)) P (I_C - 1/C 1 1^T)  (a simplex ETF, unit columns);
@@ -8,14 +10,16 @@ SSE-C, the static sparse equiangular-tight-frame classifier (METHODS.md section 
 4. re-optimise the non-zero entries with Adam (lr 1e-4):
    L = sum_c (||M_c|| - 0.1)^2 - mean_c arccos(clamp(max_{j != c} cos(M_c, M_j)))
    with masked gradients (zeros stay zero);
-5. the classifier is Linear(d, C, bias=False) with weight M^T, frozen for the run.
+5. the classifier is Linear(d, C) with weight M^T, frozen for the run; as in the
+   authors' code it keeps nn.Linear's random initial bias, never trained
+   (``algorithm.ssec_bias: false`` drops it).
 
 GLA-FR (feature realignment, no training):
 
 - generic: psi_hat_c = 1.7 * psi_c / ||psi_c|| per class row, bias unchanged;
-- local: logits = phi_k(z) + psi_k(z) with psi_k_c = ||phi_k_c|| * psi_c (the literal
-  METHODS.md formula: psi_c is the aggregated row, not re-normalised), and classes
-  absent from client k's training data masked.
+- local: logits = phi_k(z) + psi_k(z) with psi_k_c = ||phi_k_c|| * psi_c (psi_c is the
+  aggregated row, not re-normalised, as in the authors' code), and classes absent from
+  client k's local test set masked.
 """
 
 from __future__ import annotations

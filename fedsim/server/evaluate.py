@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord
 
-from fedsim.metrics import class_group_index, group_accuracy
+from fedsim.metrics import server_group_accuracy
 from fedsim.records import load_arrays
 from fedsim.scenario import Scenario
 from fedsim.training import evaluate
@@ -20,8 +20,8 @@ def central_evaluate(scenario: Scenario, arrays: ArrayRecord) -> dict[str, float
     ds = federated_data(scenario).dataset
     stats = evaluate(model, ds.x_test, ds.y_test)
     pred = torch.cat([model(ds.x_test[i : i + 1024]).argmax(1) for i in range(0, len(ds.y_test), 1024)])
-    out = {"server_loss": stats.loss, "server_accuracy": stats.accuracy}
-    for key, value in group_accuracy(pred, ds.y_test, class_group_index(scenario)).items():
-        if key.startswith("accuracy-"):
-            out[f"server_accuracy_{key.split('-', 1)[1]}"] = value
-    return out
+    return {
+        "server_loss": stats.loss,
+        "server_accuracy": stats.accuracy,
+        **server_group_accuracy(pred, ds.y_test, scenario, "server"),
+    }

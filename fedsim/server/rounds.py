@@ -9,6 +9,7 @@ send_and_receive -> aggregate_evaluate -> server-side evaluation``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -105,8 +106,9 @@ def _client_rows(
             metrics = next(iter(reply.content.metric_records.values()))
             row["bytes_up"] = record_nbytes(reply.content)
             for key, value in metrics.items():
-                if key != "partition-id":
-                    row[key.replace("-", "_")] = value
+                if key != "partition-id":  # NaN (no value, e.g. an empty class group): null
+                    missing = isinstance(value, float) and math.isnan(value)
+                    row[key.replace("-", "_")] = None if missing else value
         rows.append(row)
     return rows, ok
 

@@ -8,6 +8,7 @@ clients on every runtime and on resume, and aggregates replies in partition orde
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,33 @@ class NodeInfo:
     num_test: int
 
 
-def _metric_weight_key(key: str, first: MetricRecord, default: str) -> str:
-    """``accuracy-tail`` is weighted by ``num-examples-tail`` when clients report it."""
+#: Suffixes of per-class-group metrics (``accuracy-tail``, ``accuracy-masked-head``...).
+GROUP_SUFFIXES = ("head", "middle", "tail")
+
+
+def _metric_weight_key(key: str, metrics: list[MetricRecord], default: str) -> str:
+    """``accuracy-tail`` is weighted by ``num-examples-tail`` when clients report it;
+    other metrics by ``default``."""
     group = key.rsplit("-", 1)[-1]
-    return f"num-examples-{group}" if f"num-examples-{group}" in first else default
+    wkey = f"num-examples-{group}"
+    return wkey if group in GROUP_SUFFIXES and any(wkey in m for m in metrics) else default
+
+
+def _numeric_keys(metrics: list[MetricRecord]) -> list[str]:
+    """Every averaged key reported by any reply, in first-seen order (bookkeeping left out)."""
+    keys = dict.fromkeys(k for m in metrics for k, v in m.items() if isinstance(v, int | float))
+    return [k for k in keys if k not in BOOKKEEPING_KEYS]
+
+
+def _reported(metrics: list[MetricRecord], key: str) -> list[MetricRecord]:
+    """The replies that carry a value for ``key`` (NaN: no value, e.g. an empty class group)."""
+    return [m for m in metrics if key in m and not math.isnan(float(m[key]))]
+
+
+def _weighted_mean(metrics: list[MetricRecord], key: str, wkey: str) -> float | None:
+    pairs = [(float(m.get(wkey, 0)), float(m[key])) for m in _reported(metrics, key)]
+    total = sum(w for w, _ in pairs)
+    return sum(w * v for w, v in pairs) / total if total > 0 else None
 
 
 def aggregate_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
@@ -44,21 +68,47 @@ def aggregate_metrics(records: list[RecordDict], weighted_by_key: str) -> Metric
 
     A metric is weighted by ``num-examples``, or by ``num-examples-<group>`` for a
     per-group metric ``<name>-<group>`` (so a tail-class accuracy is averaged over
-    tail samples, not over clients). Bookkeeping keys are left out.
+    tail samples, not over clients). A metric only some replies carry is averaged over
+    those. Bookkeeping keys are left out.
     """
     metrics = [next(iter(r.metric_records.values())) for r in records]
-    first = metrics[0]
     out = MetricRecord()
-    for key, value in first.items():
-        if key in BOOKKEEPING_KEYS or not isinstance(value, int | float):
-            continue
+    for key in _numeric_keys(metrics):
         if key.startswith(weighted_by_key):
             out[key] = int(sum(int(m.get(key, 0)) for m in metrics))
             continue
-        wkey = _metric_weight_key(key, first, weighted_by_key)
-        weights = np.array([float(m.get(wkey, 0)) for m in metrics])
-        if weights.sum() > 0:
-            out[key] = float(np.dot(weights / weights.sum(), [float(m.get(key, 0.0)) for m in metrics]))
+        value = _weighted_mean(metrics, key, _metric_weight_key(key, metrics, weighted_by_key))
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def aggregate_evaluation(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Local evaluation over clients as the papers report it: the unweighted mean over clients.
+
+    Each metric is the plain mean over the clients that report it (FedLoGe's authors'
+    ``localtest``: every client counts once, whatever the size of its local test set); a
+    per-group accuracy (``accuracy-tail``) is averaged over the clients with samples in
+    that group. Each accuracy that is not per group is also given weighted by the local
+    test sizes, as ``<key>-weighted``. Counts (``num-examples*``) are summed.
+    """
+    metrics = [next(iter(r.metric_records.values())) for r in records]
+    out = MetricRecord()
+    for key in _numeric_keys(metrics):
+        if key.startswith(weighted_by_key):
+            out[key] = int(sum(int(m.get(key, 0)) for m in metrics))
+            continue
+        values = [float(m[key]) for m in _reported(metrics, key)]
+        if not values:
+            continue
+        out[key] = float(np.mean(values))
+        if (
+            key.startswith("accuracy")
+            and _metric_weight_key(key, metrics, weighted_by_key) == weighted_by_key
+        ):
+            weighted = _weighted_mean(metrics, key, weighted_by_key)
+            if weighted is not None:
+                out[f"{key}-weighted"] = weighted
     return out
 
 

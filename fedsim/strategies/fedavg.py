@@ -11,7 +11,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.registry import NoParams
 from fedsim.scenario import Scenario
-from fedsim.strategies.base import FedsimStrategyMixin, aggregate_metrics
+from fedsim.strategies.base import FedsimStrategyMixin, aggregate_evaluation, aggregate_metrics
 from fedsim.strategies.registry import STRATEGIES
 
 
@@ -26,7 +26,7 @@ class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
             min_evaluate_nodes=1,
             min_available_nodes=scenario.clients.num,
             train_metrics_aggr_fn=aggregate_metrics,
-            evaluate_metrics_aggr_fn=aggregate_metrics,
+            evaluate_metrics_aggr_fn=aggregate_evaluation,
         )
 
 

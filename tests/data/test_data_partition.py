@@ -219,13 +219,20 @@ def test_class_groups_hand_computed() -> None:
     }
 
 
-def test_class_groups_cover_every_class_once_and_head_is_never_empty() -> None:
+def test_class_groups_cover_every_class_with_samples_once_and_head_is_never_empty() -> None:
     for counts in ([1000, 1, 1], [5, 5, 5, 5], [0, 3, 0], list(range(100, 0, -7))):
         groups = class_groups(np.array(counts))
         members = sorted(groups["head"] + groups["middle"] + groups["tail"])
-        assert members == list(range(len(counts)))
+        assert members == [c for c, n in enumerate(counts) if n > 0]
         assert groups["head"]
     assert class_groups(np.array([1000, 1, 1]))["head"] == [0]
+
+
+def test_class_groups_of_a_balanced_set_are_all_head() -> None:
+    # equal counts are never split by class index: CIFAR-10's layout has no middle or tail
+    assert class_groups(np.full(10, 5000)) == {"head": list(range(10)), "middle": [], "tail": []}
+    # ties stay together at a boundary: 3 and 3 share the classes before them (40 of 46)
+    assert class_groups(np.array([40, 3, 3])) == {"head": [0], "middle": [1, 2], "tail": []}
 
 
 def test_docstring_examples_run() -> None:
