@@ -1,4 +1,4 @@
-"""CreamFL client (Yu et al., ICLR 2023; METHODS.md section 3).
+"""CreamFL client (Yu et al., ICLR 2023; docs/algorithms/creamfl.md).
 
 Each client keeps its own model (small encoders of its modality plus a classifier head)
 in ``context.state`` for the whole run; no weights are ever sent. One round:

@@ -1,4 +1,4 @@
-"""FedLoGe client (Xiao et al., ICLR 2024; METHODS.md section 1).
+"""FedLoGe client (Xiao et al., ICLR 2024; the method in full: docs/algorithms/fedloge.md).
 
 Per batch, with z = f_theta(x):
 - L_bb  = CE(SSE-C(z), y)          updates the backbone only (SSE-C is frozen);

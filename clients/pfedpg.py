@@ -1,4 +1,4 @@
-"""Client of pFedPG and of its baselines (Yang et al., ICCV 2023; METHODS.md section 2).
+"""Client of pFedPG and of its baselines (Yang et al., ICCV 2023; docs/algorithms/pfedpg.md).
 
 The client holds the frozen ViT F* (the same pretrained encoder as every other client;
 never updated, never sent) and its own linear head H_n in ``context.state``. With

@@ -19,6 +19,7 @@ Example
 -------
 .. code-block:: yaml
 
+    kind: edge-bench
     name: edge_bench_shapes
     model: {train: bottlefit_shapes.yaml, set: [stage1.epochs=2]}
     server: {device: gpu-server, workers: 2}
@@ -113,6 +114,7 @@ class OutputSpec(Strict):
 class Bench(Document):
     """A bench file; see the module docstring."""
 
+    kind: Literal["edge-bench"] = Field("edge-bench", description="the kind of file: an edge bench")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     model: ModelSpec

@@ -4,6 +4,8 @@ Y. Matsubara, D. Callegaro, S. Singh, M. Levorato, F. Restuccia, "BottleFit: Lea
 Compressed Representations in Deep Neural Networks for Effective and Efficient Split
 Computing", IEEE WoWMoM 2022 (reference code: sc2bench / torchdistill, ``Bottleneck4ResNet152``).
 
+The method in full: docs/algorithms/bottlefit.md.
+
 The stem through ``split`` of a teacher ResNet is replaced by
 
 * an **encoder** (the head, run on the device): a fresh copy of the teacher's stem geometry

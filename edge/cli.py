@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedsim.errors import UserError
+from fedsim.kinds import KINDS, FileKind, require_kind
 
 app = typer.Typer(
     add_completion=False,
@@ -28,6 +29,47 @@ if not console.is_terminal:  # wide tables stay readable in logs and pipes
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override KEY.PATH=VALUE (repeatable).")]
 ThreadsOption = Annotated[int, typer.Option(help="Torch intra-op threads (0: torch's default).", min=0)]
+
+
+def _check_bottlefit(path: Path, overrides: list[str]) -> str:
+    from edge.experiment import load_experiment
+
+    exp = load_experiment(path, overrides)
+    channels = ", ".join(map(str, exp.bottleneck_channels))
+    return (
+        f"{path}: BottleFit on {exp.data.dataset}, teacher {exp.teacher.arch}, split after "
+        f"{exp.split}, C in {{{channels}}}, stages {exp.stages()}, codec {exp.codec}"
+    )
+
+
+def _check_bench(path: Path, overrides: list[str]) -> str:
+    from edge.bench import load_bench
+
+    b = load_bench(path, overrides)
+    return (
+        f"{path}: edge bench of {', '.join(b.modes)} on {', '.join(b.devices)} x "
+        f"{len(b.networks)} networks, {b.requests} requests each"
+    )
+
+
+def _experiment_schema() -> type:
+    from edge.experiment import Experiment
+
+    return Experiment
+
+
+def _bench_schema() -> type:
+    from edge.bench import Bench
+
+    return Bench
+
+
+KINDS.register("bottlefit", summary="BottleFit experiment (fedsim edge train)")(
+    FileKind(_experiment_schema, _check_bottlefit, "fedsim edge train")
+)
+KINDS.register("edge-bench", summary="local vs offload vs split bench (fedsim edge bench)")(
+    FileKind(_bench_schema, _check_bench, "fedsim edge bench")
+)
 
 
 def _threads(n: int) -> None:
@@ -62,6 +104,7 @@ def train(
             folder, summary = resume_training(resume, progress, stop_after)
         else:
             assert experiment is not None
+            require_kind(experiment, "bottlefit")
             folder, summary = start_training(experiment, list(set_ or []), progress, stop_after)
     _print_results(summary)
     from fedsim.runner import write_report_safely
@@ -455,6 +498,7 @@ def bench(
         if not quiet:
             console.print(line, highlight=False)
 
+    require_kind(file, "edge-bench")
     run, summary = run_bench(file, list(set_ or []), log)
     table = Table(title="split computing against local computing and edge offloading (mean per inference)")
     for col in (

@@ -10,6 +10,7 @@ Example
 -------
 .. code-block:: yaml
 
+    kind: bottlefit
     name: bottlefit_shapes
     seed: 0
     data: {dataset: shapes, options: {image_size: 64, num_train: 3000, num_test: 1000}}
@@ -124,6 +125,7 @@ class OutputSpec(Strict):
 class Experiment(Document):
     """One BottleFit experiment: a teacher, a split point, several bottleneck widths."""
 
+    kind: Literal["bottlefit"] = Field("bottlefit", description="the kind of file: a BottleFit experiment")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
     data: DataSpec = DataSpec()

@@ -1,4 +1,4 @@
-"""BottleFit's two training stages (METHODS.md section 4), one epoch at a time.
+"""BottleFit's two training stages (docs/algorithms/bottlefit.md), one epoch at a time.
 
 1. Generalised head network distillation (GHND): only the encoder and decoder learn; the
    kept stages are frozen (no gradient step, batch-norm statistics untouched) but

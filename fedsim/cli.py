@@ -14,11 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fedsim.errors import UserError
+from fedsim.errors import RunFailed, UserError
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Federated learning and split-computing simulator."
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -42,6 +40,7 @@ class Catalogue(StrEnum):
     models = "models"
     partitions = "partitions"
     runtimes = "runtimes"
+    kinds = "kinds"
 
 
 def _registry(what: Catalogue):
@@ -61,6 +60,10 @@ def _registry(what: Catalogue):
         from fedsim.data import PARTITIONERS
 
         return PARTITIONERS
+    if what is Catalogue.kinds:
+        from fedsim.kinds import KINDS
+
+        return KINDS
     from fedsim.runtimes import RUNTIMES
 
     return RUNTIMES
@@ -85,18 +88,14 @@ def list_(what: Annotated[Catalogue, typer.Argument(help="What to list.")]) -> N
 
 
 @app.command()
-def validate(scenario: Path, set_: SetOption = None) -> None:
-    """Check a scenario file (schema, components, data) without running it."""
-    from fedsim.scenario import load_scenario
-    from fedsim.workspace import federated_data
+def validate(
+    file: Annotated[Path, typer.Argument(help="Scenario, BottleFit experiment or edge bench YAML file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a file of any kind (fl, bottlefit, edge-bench) without running it."""
+    from fedsim.kinds import validate_file
 
-    sc = load_scenario(scenario, set_ or [])
-    fed = federated_data(sc)
-    console.print(
-        f"[green]ok[/green] {scenario}: {sc.algorithm.name} on {sc.data.dataset} "
-        f"({len(fed.dataset.y_train)} training samples) over {sc.clients.num} clients, "
-        f"{sc.clients.per_round()} per round, {sc.rounds} rounds, runtime {sc.runtime.name}"
-    )
+    console.print(f"[green]ok[/green] {validate_file(file, set_ or [])}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -258,25 +257,50 @@ def report(
     console.print(f"report: {write_report(run)}", highlight=False)
 
 
-def main() -> None:
-    """Console-script entry point: one line and exit code 2 for user errors."""
+DEBUG_FLAG = "--debug"
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option(DEBUG_FLAG, help="Print the traceback of an error (anywhere on the line).")
+    ] = False,
+) -> None:
+    """Federated learning and split-computing simulator."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point.
+
+    Errors print one line: code 2 for the user's input (:class:`UserError`, bad usage),
+    1 for a run that failed (:class:`RunFailed`) or anything unexpected; ``--debug``,
+    anywhere on the command line, adds the traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args
+    args = [a for a in args if a != DEBUG_FLAG]
     try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        app(args=args, prog_name="fedsim", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
+    except Exception as exc:
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException):  # usage errors
             exc.show()
             sys.exit(2)
-        raise
+        if isinstance(exc, UserError | RunFailed):
+            line = str(exc)
+        else:
+            line = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+            line += "" if debug else f" (run again with {DEBUG_FLAG} for the traceback)"
+        if debug:
+            err_console.print_exception()
+        err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(exc, UserError) else 1)
 
 
 if __name__ == "__main__":

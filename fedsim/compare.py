@@ -12,15 +12,19 @@ from fedsim.runstore import METRICS_FILE, RunFolder
 COLUMNS = (
     ("server_accuracy", "generic"),
     ("server_ssec_accuracy", "generic (SSE-C)"),
-    ("clients_accuracy", "local"),
-    ("clients_accuracy_masked", "local (masked)"),
+    ("clients_accuracy", "local (client mean)"),
+    ("clients_accuracy_weighted", "local (weighted by test size)"),
+    ("clients_accuracy_masked", "local, masked (client mean)"),
+    ("clients_accuracy_realigned", "local, realigned (client mean)"),
     ("server_accuracy_head", "generic head"),
     ("server_accuracy_middle", "generic middle"),
     ("server_accuracy_tail", "generic tail"),
+    ("server_ssec_accuracy_tail", "generic tail (SSE-C)"),
     ("clients_accuracy_head", "local head"),
     ("clients_accuracy_middle", "local middle"),
     ("clients_accuracy_tail", "local tail"),
     ("clients_accuracy_masked_tail", "local tail (masked)"),
+    ("clients_accuracy_realigned_tail", "local tail (realigned)"),
 )
 
 

@@ -22,7 +22,7 @@ from fedsim.data import class_groups
 from fedsim.scenario import Scenario
 from fedsim.workspace import federated_data
 
-#: The long-tail class groups of METHODS.md (75% / 95% of the training samples).
+#: The long-tail class groups of docs/algorithms/fedloge.md (75% / 95% of the samples).
 GROUPS = ("head", "middle", "tail")
 #: Logit given to classes that are masked out.
 MASKED = -1e9

@@ -17,10 +17,15 @@ from fedsim.errors import UserError
 T = TypeVar("T")
 
 
-class NoParams(BaseModel):
-    """Parameters of a component that takes none."""
+class Params(BaseModel):
+    """Base of every component's parameters: unknown keys are errors, values immutable,
+    floats finite (NaN and infinities refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class NoParams(Params):
+    """Parameters of a component that takes none."""
 
 
 @dataclass(frozen=True)

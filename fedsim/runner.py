@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from fedsim.errors import UserError
+from fedsim.errors import RunFailed, UserError
+from fedsim.kinds import require_kind
 from fedsim.progress import RoundProgress
 from fedsim.runstore import RunFolder, new_run_dir
 from fedsim.runtimes import RUNTIMES, LaunchRequest
 from fedsim.scenario import Scenario, load_scenario
+from fedsim.server.callbacks import summarise
 from fedsim.strategies import build_strategy
 from fedsim.workspace import federated_data
 
@@ -29,11 +32,44 @@ def write_report_safely(path: Path, console: Console) -> Path | None:
         return None
 
 
+#: Where the traceback of a run that failed inside fedsim goes.
+ERROR_LOG = "error.log"
+
+
+def failed(folder: RunFolder, exc: Exception) -> UserError | RunFailed:
+    """Mark the run folder failed with the reason of ``exc``; the one-line error to raise.
+
+    A :class:`RunFailed` names its own log; any other exception (a bug, a crash in a
+    client) has its traceback written to ``RUN/error.log``.
+    """
+    if isinstance(exc, UserError | RunFailed):
+        _mark_failed(folder, str(exc))
+        return exc
+    log = folder.path / ERROR_LOG
+    log.write_text("".join(traceback.format_exception(exc)))
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    _mark_failed(folder, reason)
+    return RunFailed(f"the run failed: {reason}", log)
+
+
+def _mark_failed(folder: RunFolder, reason: str) -> None:
+    """summary.json says ``failed`` and why (with the rows written so far, when they can be read)."""
+    try:
+        summarise(folder, "failed", None, {"error": reason})
+    except Exception:  # a folder too broken to summarise still says why it failed
+        folder.write_summary({**folder.summary(), "status": "failed", "error": reason})
+
+
 def _launch(request: LaunchRequest, show: bool, console: Console, start: int) -> dict[str, Any]:
     sc = request.scenario
-    with RoundProgress(sc.name, sc.rounds, start, enabled=show, console=console) as bar:
-        req = LaunchRequest(sc, request.folder, request.resume, [bar], request.stop_after, request.verbose)
-        RUNTIMES.get(sc.runtime.name)(req)
+    try:
+        with RoundProgress(sc.name, sc.rounds, start, enabled=show, console=console) as bar:
+            req = LaunchRequest(
+                sc, request.folder, request.resume, [bar], request.stop_after, request.verbose
+            )
+            RUNTIMES.get(sc.runtime.name)(req)
+    except Exception as exc:
+        raise failed(request.folder, exc) from exc
     write_report_safely(request.folder.path, console)
     return request.folder.summary()
 
@@ -42,6 +78,7 @@ def start_run(
     path: Path, overrides: list[str], stop_after: int | None, show: bool, verbose: bool, console: Console
 ) -> tuple[RunFolder, dict[str, Any]]:
     """Validate everything (data included), then create a new run folder and run."""
+    require_kind(path, "fl")
     scenario = load_scenario(path, overrides)
     federated_data(scenario)  # data errors surface before anything is written
     folder = RunFolder(new_run_dir(scenario))

@@ -29,9 +29,13 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def new_run_dir(scenario: Scenario) -> Path:
-    """A fresh folder ``OUTPUT/NAME-YYYYmmdd-HHMMSS[-N]`` (never an existing one)."""
+    """A fresh folder ``OUTPUT/NAME-YYYYmmdd-HHMMSS[-N]`` (never an existing one), absolute.
+
+    A relative ``output.dir`` is taken from the working directory here, once: every
+    runtime then hands the same absolute folder on (Flower's processes work elsewhere).
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = scenario.output.dir / f"{scenario.name}-{stamp}"
+    base = scenario.output.dir.expanduser().absolute() / f"{scenario.name}-{stamp}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -43,7 +47,7 @@ class RunFolder:
     """Reading and writing one run folder."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser().absolute()
 
     # -- creation and loading ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ Every problem becomes one line ``FILE: KEY.PATH: what was expected`` raised as
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cached_property
 from pathlib import Path
@@ -27,10 +28,19 @@ class ScenarioError(UserError):
     """A scenario file or override that does not validate."""
 
 
-class Strict(BaseModel):
-    """Base of every scenario section: unknown keys are errors; values immutable."""
+#: Most lines one validation error prints (the last then counts what was left out).
+MAX_ERROR_LINES = 3
+#: Deepest nesting a scenario file may have (the deepest schema needs fewer than 10).
+MAX_DEPTH = 32
+#: Most values a scenario file may hold once YAML aliases are expanded.
+MAX_VALUES = 100_000
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Strict(BaseModel):
+    """Base of every scenario section: unknown keys are errors; values immutable; floats
+    finite (NaN and infinities refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Component(BaseModel):
@@ -255,6 +265,7 @@ class SystemSpec(Strict):
 class Scenario(Document):
     """One experiment."""
 
+    kind: Literal["fl"] = Field("fl", description="the kind of file: a federated-learning scenario")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
     rounds: int = Field(ge=1)
@@ -296,15 +307,26 @@ def _describe(err: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
         return f"{path}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {_short(got)})"
     return f"{path}: {msg}{shown}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def format_validation_error(
     exc: ValidationError, source: str, model: type[BaseModel], prefix: str = ""
 ) -> str:
-    """Turn a pydantic error into lines ``SOURCE: key.path: expected ...``."""
-    return "\n".join(f"{source}: {_describe(e, model, prefix)}" for e in exc.errors())
+    """Turn a pydantic error into lines ``SOURCE: key.path: expected ...`` (at most
+    :data:`MAX_ERROR_LINES`; the last one then counts the problems left out)."""
+    lines = [f"{source}: {_describe(e, model, prefix)}" for e in exc.errors()]
+    if len(lines) > MAX_ERROR_LINES:
+        more = len(lines) - MAX_ERROR_LINES + 1
+        lines = [*lines[: MAX_ERROR_LINES - 1], f"{source}: ... and {more} more problems"]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ overrides
@@ -318,12 +340,14 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ScenarioError(f"--set {item[:60]}: nested too deeply; expected a YAML value") from None
     return key.split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``key.path=value`` applied (YAML values)."""
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)
     for item in overrides:
         path, value = _parse_override(item)
         node = out
@@ -341,21 +365,67 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 # --------------------------------------------------------------------------- loading
 
 
+def _check_size(raw: Any, source: str) -> None:
+    """Refuse structures deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_VALUES`
+    values once YAML aliases are expanded (an alias bomb), without recursion."""
+    stack, seen = [(raw, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"{source}: nested more than {MAX_DEPTH} levels deep; expected a scenario")
+        if seen > MAX_VALUES:
+            raise ScenarioError(
+                f"{source}: more than {MAX_VALUES:,} values once YAML aliases are expanded; "
+                "expected a scenario"
+            )
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than :data:`MAX_DEPTH` before building it (PyYAML's
+    composer recurses once per level; its event parser does not)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ScenarioError(
+                    f"{source}: nested more than {MAX_DEPTH} levels deep; expected a scenario"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a scenario file as a mapping, with one-line errors."""
     if not path.is_file():
         raise ScenarioError(f"{path}: no such scenario file; expected a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        _check_depth(text, str(path))
+        raw = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text file; expected YAML in UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ScenarioError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: nested too deeply to read; expected a scenario") from None
+    except ValueError as exc:  # a value YAML recognises but Python refuses (a 5,000-digit integer)
+        raise ScenarioError(
+            f"{path}: a value cannot be read ({str(exc)[:80]}); expected a scenario"
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping of keys at the top level")
+    _check_size(raw, str(path))
     return raw
 
 
@@ -382,7 +452,10 @@ def read_with_overrides(path: Path | str, overrides: list[str] | None = None) ->
     raw = read_yaml(path)
     if not overrides:
         return raw, str(path)
-    return apply_overrides(raw, overrides), f"{path} (with --set {' '.join(overrides)})"
+    source = f"{path} (with --set {' '.join(overrides)})"
+    raw = apply_overrides(raw, overrides)
+    _check_size(raw, source)
+    return raw, source
 
 
 def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:

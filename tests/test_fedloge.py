@@ -180,3 +180,107 @@ def test_resume_restores_local_heads(write_scenario) -> None:
     assert rows(part.path / "metrics.jsonl") == rows(full.path / "metrics.jsonl")
     for key, value in final_arrays(full.path).items():
         np.testing.assert_array_equal(value, final_arrays(part.path)[key])
+
+
+def test_ssec_keeps_a_frozen_random_bias_unless_asked_not_to(write_scenario) -> None:
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies.fedloge import build_net
+
+    sc = load_scenario(fedloge_scenario(write_scenario))
+    net = build_net(sc)
+    d = net.psi.in_features
+    assert net.ssec_bias.abs().max() <= d**-0.5 and net.ssec_bias.abs().min() > 0  # nn.Linear's init
+    assert torch.equal(net.ssec_bias, build_net(sc).ssec_bias)  # from the run's seed
+    assert not any(p is net.ssec_bias for p in net.parameters()) and "ssec_bias" not in net.state_dict()
+    z = torch.randn(4, d)
+    torch.testing.assert_close(net.ssec_logits(z), z @ net.ssec.T + net.ssec_bias)
+    plain = build_net(load_scenario(fedloge_scenario(write_scenario), ["algorithm.ssec_bias=false"]))
+    assert torch.count_nonzero(plain.ssec_bias) == 0
+
+
+def test_local_evaluation_on_the_authors_terms(write_scenario) -> None:
+    """Masked by the classes of the client's local test set; phi + psi, and realigned beside."""
+    from clients.app import app
+    from clients.fedloge import local_head
+    from fedsim.metrics import local_class_groups, mask_absent
+    from fedsim.records import load_arrays
+    from fedsim.runtimes.inprocess import InProcessGrid
+    from fedsim.scenario import load_scenario
+    from fedsim.strategies import build_strategy
+    from fedsim.strategies.fedloge import build_net
+    from fedsim.workspace import client_data
+
+    path = fedloge_scenario(write_scenario, data={"partition": {"name": "dirichlet", "alpha": 0.2}})
+    sc = load_scenario(path)
+    data = [client_data(sc, k) for k in (0, 1)]
+    # the two masks differ: a class with a few training samples has no local test sample
+    assert any(set(d.y_train.tolist()) - set(d.y_test.tolist()) for d in data), (
+        "pick a partition where they differ"
+    )
+    grid = InProcessGrid(app, 2, {"scenario": sc.to_json()})
+    strategy = build_strategy(sc)
+    strategy.setup(sc, [])
+    arrays = strategy.initial_arrays()
+    nodes = sorted(grid.get_node_ids())
+    cfg = ConfigRecord({"server-round": 1})
+    train = Message(
+        RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=nodes[0], message_type=MessageType.TRAIN
+    )
+    (reply,) = grid.send_and_receive([train])
+    assert not reply.has_error()
+    evals = [
+        Message(
+            RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=n, message_type=MessageType.EVALUATE
+        )
+        for n in nodes
+    ]
+    replies = sorted(grid.send_and_receive(evals), key=lambda m: m.metadata.src_node_id)
+    net = build_net(sc)
+    load_arrays(net, arrays)
+    net.eval()
+    state = grid.client_states()
+    for k, rep in enumerate(replies):
+        got = rep.content["metrics"]
+        x, y = data[k].x_test, data[k].y_test
+        # client 0 trained its head; client 1 never trained: its fresh head, seeded by (seed, client)
+        phi, _ = local_head(_ctx(state.get(k)), net.psi.in_features, net.psi.out_features, sc.seed, k)
+        with torch.no_grad():
+            z = net.features(x)
+            present = torch.bincount(y, minlength=10) > 0
+            plain = mask_absent(phi(z) + net.psi(z), present).argmax(1)
+            realigned = local_logits(z, phi, net.psi, present).argmax(1)
+        assert got["accuracy"] == pytest.approx(float((plain == y).float().mean()))
+        assert got["accuracy-realigned"] == pytest.approx(float((realigned == y).float().mean()))
+        groups = local_class_groups(y, 10)  # this client's own distribution
+        for g, classes in groups.items():
+            sel = torch.isin(y, classes)
+            if sel.any():
+                assert got[f"accuracy-{g}"] == pytest.approx(float((plain[sel] == y[sel]).float().mean()))
+            else:
+                assert np.isnan(got[f"accuracy-{g}"])
+        assert got["has-local-head"] == float(k == 0)
+
+
+def _ctx(state: RecordDict | None):
+    from flwr.app import Context
+
+    return Context(run_id=1, node_id=0, node_config={}, state=state or RecordDict(), run_config={})
+
+
+@pytest.mark.slow
+def test_run_rows_report_the_unweighted_client_mean(write_scenario) -> None:
+    from fedsim.runner import start_run
+
+    folder, _ = start_run(fedloge_scenario(write_scenario, rounds=1), [], None, False, False, QUIET)
+    last = json.loads((folder.path / "metrics.jsonl").read_text().splitlines()[-1])
+    rows = [json.loads(x) for x in (folder.path / "clients.jsonl").read_text().splitlines()]
+    ev = [r for r in rows if r["phase"] == "evaluate" and r["round"] == 1]
+    assert last["clients_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in ev]))
+    n = sum(r["num_examples"] for r in ev)
+    assert last["clients_accuracy_weighted"] == pytest.approx(
+        sum(r["accuracy"] * r["num_examples"] for r in ev) / n
+    )
+    assert last["clients_accuracy_realigned"] == pytest.approx(np.mean([r["accuracy_realigned"] for r in ev]))
+    for r in ev:  # an empty group of a client is null, never 0
+        for g in ("head", "middle", "tail"):
+            assert (r[f"accuracy_{g}"] is None) == (r[f"num_examples_{g}"] == 0)

@@ -12,7 +12,7 @@ from clients.fedprox import proximal_loss
 from fedsim.records import array_view, load_arrays, model_to_arrays, record_nbytes, to_array, weighted_average
 from fedsim.scenario import Scenario
 from fedsim.strategies import build_strategy
-from fedsim.strategies.base import NodeInfo, aggregate_metrics
+from fedsim.strategies.base import NodeInfo, aggregate_evaluation, aggregate_metrics
 
 
 def test_to_array_is_npy_flower_can_read() -> None:
@@ -104,3 +104,47 @@ def test_fedprox_sends_mu_and_term_matches_hand_value(server_identity: None) -> 
     # logits are all zero -> CE = log(1) = 0 for a single class; prox = 0.5/2 * (3-1)^2 = 1
     loss, _ = loss_fn(model, x, y)
     assert float(loss) == pytest.approx(1.0)
+
+
+def _metrics(*rows: dict) -> list[RecordDict]:
+    return [RecordDict({"m": MetricRecord(r)}) for r in rows]
+
+
+def test_aggregate_evaluation_is_the_unweighted_client_mean_with_the_weighted_one_beside() -> None:
+    nan = float("nan")
+    recs = _metrics(
+        # client 0: 10 test samples, no tail class in its own local test set
+        {"num-examples": 10, "accuracy": 0.9, "loss": 1.0, "accuracy-tail": nan, "num-examples-tail": 0},
+        {"num-examples": 30, "accuracy": 0.5, "loss": 3.0, "accuracy-tail": 0.25, "num-examples-tail": 4},
+        {"num-examples": 60, "accuracy": 0.7, "loss": 2.0, "accuracy-tail": 0.75, "num-examples-tail": 4},
+    )
+    out = dict(aggregate_evaluation(recs, "num-examples"))
+    assert out["accuracy"] == pytest.approx((0.9 + 0.5 + 0.7) / 3)  # every client counts once
+    assert out["accuracy-weighted"] == pytest.approx((9 + 15 + 42) / 100)  # by local test size
+    assert out["loss"] == pytest.approx(2.0) and "loss-weighted" not in out
+    assert out["accuracy-tail"] == pytest.approx(0.5)  # over the two clients that have tail samples
+    assert "accuracy-tail-weighted" not in out
+    assert out["num-examples"] == 100 and out["num-examples-tail"] == 8
+
+
+def test_a_group_no_client_has_is_absent_not_zero() -> None:
+    nan = float("nan")
+    recs = _metrics(
+        {"num-examples": 5, "accuracy": 1.0, "accuracy-middle": nan, "num-examples-middle": 0},
+        {"num-examples": 5, "accuracy": 0.0, "accuracy-middle": nan, "num-examples-middle": 0},
+    )
+    for aggregate in (aggregate_evaluation, aggregate_metrics):
+        out = dict(aggregate(recs, "num-examples"))
+        assert "accuracy-middle" not in out and out["num-examples-middle"] == 0
+
+
+def test_group_accuracy_of_an_empty_group_is_nan_and_server_rows_leave_it_out() -> None:
+    from fedsim.metrics import group_accuracy, local_class_groups
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # balanced: both classes head
+    groups = local_class_groups(y, 3)
+    assert groups["head"].tolist() == [0, 1] and groups["middle"].numel() == groups["tail"].numel() == 0
+    pred = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])
+    out = group_accuracy(pred, y, groups)
+    assert out["accuracy-head"] == pytest.approx(7 / 8) and out["num-examples-head"] == 8
+    assert np.isnan(out["accuracy-middle"]) and np.isnan(out["accuracy-tail"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedsim.scenario import ScenarioError, apply_overrides, load_scenario
+from tests.helpers import cli
 
 
 def error_of(path: Path, overrides: list[str] | None = None) -> str:
@@ -87,29 +88,89 @@ def test_apply_overrides_does_not_mutate() -> None:
     assert out == {"clients": {"num": 9}, "model": {"name": "mlp"}}
 
 
-def test_every_shipped_scenario_validates() -> None:
-    """Every YAML under scenarios/: FL scenarios, edge experiments and edge benches (by their keys)."""
+def test_every_shipped_file_validates_against_the_schema_of_its_kind() -> None:
+    """Every YAML under scenarios/: FL scenarios, BottleFit experiments and edge benches."""
     import yaml
 
+    import edge.cli  # noqa: F401  registers the edge kinds, as the fedsim command line does
     from edge.bench import configurations, load_bench
     from edge.experiment import load_experiment
+    from fedsim.kinds import kind_of, validate_file
 
     files = sorted(Path(__file__).parents[1].glob("scenarios/**/*.yaml"))
     assert files, "no scenarios shipped"
-    kinds = {"fl": 0, "edge": 0, "bench": 0}
+    kinds = {"fl": 0, "bottlefit": 0, "edge-bench": 0}
     for file in files:
-        raw = yaml.safe_load(file.read_text())
-        if "bottleneck_channels" in raw:
-            load_experiment(file)
-            kinds["edge"] += 1
-        elif "devices" in raw and "modes" in raw:
+        kind = kind_of(yaml.safe_load(file.read_text()), str(file))
+        kinds[kind] += 1
+        assert validate_file(file, []).startswith(f"{file}: ")
+        if kind == "edge-bench":
             bench = load_bench(file)
             if bench.model.train is not None:
                 load_experiment(bench.model.train, bench.model.set)
             channels = bench.model.timing.channels if bench.model.timing else [1, 2, 4, 8]
             assert configurations(bench, channels)
-            kinds["bench"] += 1
-        else:
-            load_scenario(file)
-            kinds["fl"] += 1
-    assert kinds["fl"] >= 2 and kinds["edge"] >= 1 and kinds["bench"] >= 2
+        elif kind == "fl":
+            assert load_scenario(file).kind == "fl"
+    assert kinds["fl"] >= 2 and kinds["bottlefit"] >= 1 and kinds["edge-bench"] >= 2
+
+
+@pytest.mark.parametrize("name", ["bottlefit_shapes", "edge_bench_shapes", "edge_bench_resnet18"])
+def test_validate_recognises_edge_files(name: str) -> None:
+    res = cli("validate", f"scenarios/{name}.yaml", cwd=Path(__file__).parents[1])
+    assert res.returncode == 0, res.stderr
+    assert (
+        res.stdout.startswith(f"ok scenarios/{name}.yaml: ") and "unknown key" not in res.stdout + res.stderr
+    )
+
+
+def test_a_file_without_its_kind_is_told_which_kind_it_looks_like(tmp_path: Path) -> None:
+    shipped = (Path(__file__).parents[1] / "scenarios" / "bottlefit_shapes.yaml").read_text()
+    file = tmp_path / "bf.yaml"
+    file.write_text(shipped.replace("kind: bottlefit\n", ""))
+    res = cli("validate", str(file))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {file}: its keys are those of a bottlefit file; add 'kind: bottlefit' at the top "
+        "(a file without kind: is read as kind fl)"
+    ]
+    file.write_text("kind: sweep\nname: x\n")
+    res = cli("validate", str(file))
+    assert res.returncode == 2
+    assert "kind: unknown kind 'sweep'; expected one of: bottlefit, edge-bench, fl" in res.stderr
+
+
+def test_non_finite_floats_are_refused_everywhere(write_scenario) -> None:
+    for key, value in [
+        ("train.optimizer.lr", ".inf"),
+        ("algorithm.mu", "-.inf"),
+        ("clients.fraction", ".nan"),
+    ]:
+        extra = {"algorithm": {"name": "fedprox", "mu": 0.01}}
+        with pytest.raises(ScenarioError, match=f"{key}: Input should be a finite number"):
+            load_scenario(write_scenario(extra), [f"{key}={value}"])
+
+
+def test_many_problems_print_at_most_three_lines(write_scenario) -> None:
+    bad = {"rounds": "x", "seed": "y", "clients": {"num": "z"}, "train": {"batch_size": "w"}}
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write_scenario(bad))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3 and lines[-1].endswith("... and 2 more problems")
+
+
+@pytest.mark.parametrize(
+    ("command", "file", "kind", "right"),
+    [
+        (["run"], "bottlefit_shapes", "bottlefit", "fedsim edge train"),
+        (["edge", "train"], "quickstart", "fl", "fedsim run"),
+        (["edge", "bench"], "bottlefit_shapes", "bottlefit", "fedsim edge train"),
+    ],
+)
+def test_a_file_given_to_the_wrong_command_names_the_right_one(command, file, kind, right) -> None:
+    root = Path(__file__).parents[1]
+    res = cli(*command, f"scenarios/{file}.yaml", cwd=root)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        f"error: scenarios/{file}.yaml is of kind {kind}; run it with '{right} scenarios/{file}.yaml'"
+    )

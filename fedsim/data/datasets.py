@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
 from fedsim.data.cifar import read_cifar10, read_cifar100
 from fedsim.data.imagefolder import read_imagefolder
 from fedsim.data.shapes import SHAPES, generate_shapes
-from fedsim.registry import Registry
+from fedsim.registry import Params, Registry
 
 Loader = Callable[[Any, int], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -33,33 +33,29 @@ _SALT_SHAPES_TRAIN = 0x5A01
 _SALT_SHAPES_TEST = 0x5A02
 
 
-class DigitsParams(BaseModel):
+class DigitsParams(Params):
     """Options of ``digits``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples for test")
 
 
-class ShapesParams(BaseModel):
+class ShapesParams(Params):
     """Options of ``shapes``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     image_size: int = Field(32, ge=16, le=256, description="image side in pixels")
     num_train: int = Field(2000, ge=10, le=1_000_000, description="training images")
     num_test: int = Field(500, ge=10, le=1_000_000, description="test images")
 
 
-class CifarParams(BaseModel):
+class CifarParams(Params):
     """Options of ``cifar10`` and ``cifar100``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     path: Path = Field(description="the extracted python-version folder")
 
 
-class ImageFolderParams(BaseModel):
+class ImageFolderParams(Params):
     """Options of ``imagefolder``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     path: Path = Field(description="root of the class folders")
     image_size: int = Field(32, ge=8, le=512, description="images are resized to this side")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="test share when there is no train/test split")

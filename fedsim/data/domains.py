@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from fedsim.data.partition import PARTITIONERS, iid
-from fedsim.registry import NoParams, Registry
+from fedsim.registry import NoParams, Params, Registry
 
 SALT_NOISE = 0xD0A1
 
@@ -77,10 +77,9 @@ def noisy(x: torch.Tensor, ctx: StyleContext) -> torch.Tensor:
 DEFAULT_STYLES = ("original", "inverted", "rotated", "noisy")
 
 
-class DomainsParams(BaseModel):
+class DomainsParams(Params):
     """Parameters of ``domains``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     styles: tuple[str, ...] = Field(DEFAULT_STYLES, min_length=1, description="client k gets styles[k mod S]")
     noise_std: float = Field(0.3, ge=0, description="std of the 'noisy' style, raw pixel units")
 

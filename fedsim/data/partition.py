@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from fedsim.errors import UserError
-from fedsim.registry import NoParams, Registry
+from fedsim.registry import NoParams, Params, Registry
 
 Partitioner = Callable[[np.ndarray, int, BaseModel, np.random.Generator], list[np.ndarray]]
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
@@ -32,18 +32,16 @@ PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
 MAX_DIRICHLET_ATTEMPTS = 100
 
 
-class DirichletParams(BaseModel):
+class DirichletParams(Params):
     """Parameters of ``dirichlet``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     alpha: float = Field(gt=0, description="concentration; small alpha = strong label skew")
     min_samples: int = Field(1, ge=1, description="redraw until every client has this many")
 
 
-class ShardsParams(BaseModel):
+class ShardsParams(Params):
     """Parameters of ``shards``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     shards_per_client: int = Field(2, ge=1, description="label-sorted shards per client")
 
 

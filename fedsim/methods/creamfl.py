@@ -1,4 +1,6 @@
-"""CreamFL's maths (Yu et al., ICLR 2023, https://arxiv.org/abs/2302.08888; METHODS.md section 3).
+"""CreamFL's maths (Yu et al., ICLR 2023, https://arxiv.org/abs/2302.08888).
+
+The method in full: docs/algorithms/creamfl.md.
 
 All embeddings are L2-normalised rows. P is the public set, d the embedding dimension.
 

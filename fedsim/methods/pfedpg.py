@@ -1,5 +1,5 @@
 """pFedPG's maths (Yang et al., "Efficient model personalization in federated learning
-via client-specific prompt generation", ICCV 2023; METHODS.md section 2).
+via client-specific prompt generation", ICCV 2023; docs/algorithms/pfedpg.md).
 
 Prompt generator (server). With shared base prompts P_base (K x l) and a descriptor
 d_n of client n,

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
+from fedsim.registry import Params
 
 
-class CNNParams(BaseModel):
+class CNNParams(Params):
     """Parameters of ``cnn``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = Field(
         default=(32, 64),

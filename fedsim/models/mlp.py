@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
+from fedsim.registry import Params
 
 
-class MLPParams(BaseModel):
+class MLPParams(Params):
     """Parameters of ``mlp``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
         default=(128, 64),

@@ -18,19 +18,19 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
+from fedsim.registry import Params
 
 Channels = tuple[Annotated[int, Field(ge=1, le=1024)], ...]
 
 
-class MultimodalParams(BaseModel):
+class MultimodalParams(Params):
     """Parameters of ``multimodal``: embedding dimension, client and server widths."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     embed_dim: int = Field(64, ge=2, le=4096, description="d: dimension of the shared embedding space")
     image_channels: Channels = Field((16, 32), min_length=1, max_length=6, description="client CNN blocks")
     text_width: int = Field(48, ge=4, le=2048, description="client word embedding and GRU width")

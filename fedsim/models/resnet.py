@@ -6,17 +6,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
+from fedsim.registry import Params
 
 
-class ResNetParams(BaseModel):
+class ResNetParams(Params):
     """Parameters of ``resnet``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     depth: int = Field(default=8, ge=8, le=1202, description="6n+2 layers: 8, 14, 20, 32, 44, 56, 110")
     width: int = Field(default=16, ge=1, le=512, description="channels of the first stage")

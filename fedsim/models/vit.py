@@ -15,17 +15,17 @@ ViT, so the model also works as a plain ``SplitModel`` for any algorithm.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
+from fedsim.registry import Params
 
 
-class ViTParams(BaseModel):
+class ViTParams(Params):
     """Parameters of ``vit``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     patch_size: int = Field(2, ge=1, le=64, description="side of a square patch (must divide the image)")
     dim: int = Field(64, ge=8, le=1024, description="token width (embed_dim)")
     depth: int = Field(3, ge=1, le=24, description="encoder blocks")

@@ -192,10 +192,11 @@ def head_middle_tail(runs: list[RunData]) -> Figure | None:
     for _, run in _fl(runs):
         for prefix, name in groups:
             keys = [f"{prefix}_{p}" for p in ("head", "middle", "tail")]
-            rows = [r for r in run.metrics if all(r.get(k) is not None for k in keys)]
-            if rows:
+            rows = [r for r in run.metrics if any(r.get(k) is not None for k in keys)]
+            if rows:  # a group without samples (none in a balanced set) has no bar, never a 0
                 hatch = "" if prefix == "server_accuracy" else "//"
-                bars.append((_label(run, runs, name), colour(run.method), hatch, [rows[-1][k] for k in keys]))
+                vals = [float("nan") if rows[-1].get(k) is None else rows[-1][k] for k in keys]
+                bars.append((_label(run, runs, name), colour(run.method), hatch, vals))
     if not bars:
         return None
     fig, ax = _new("Head / middle / tail accuracy, last round", "class group", "accuracy (fraction)")

@@ -17,7 +17,6 @@ Logs: ``RUN/flower/run.log`` (the ServerApp's output, and the reasons of failed 
 from __future__ import annotations
 
 import http.client
-import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,12 @@ from typing import Any
 import tomli_w
 
 from fedsim.apps import write_submission
-from fedsim.errors import UserError
-from fedsim.runtimes.ray_launch import FEDERATION, FlowerSimulation, follow_run
+from fedsim.errors import RunFailed, UserError
+from fedsim.runtimes.ray_launch import FEDERATION, FlowerSimulation, finish
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
-from fedsim.server.callbacks import summarise
 
 #: Seconds to wait for the SuperLink's health endpoint.
 CONNECT_TIMEOUT_S = 5.0
-#: How a ServerApp's log carries the reason a run failed, most specific first: a client's
-#: exception as Flower reports it (``<class 'X'>:<'message'>``), then the ServerApp's own.
-_REASONS = (
-    re.compile(r"(?:PartitionFileError|UserError)'>:<'(.*)'>"),
-    re.compile(r"(?:RunFailed|UserError): ([^\n]*)"),
-)
 
 
 @dataclass(frozen=True)
@@ -139,16 +131,6 @@ class FlowerDeployment(FlowerSimulation):
         self.target.check(timeout)
 
 
-def failure_reason(log: Path) -> str | None:
-    """The most specific one-line reason of a failed run found in the ServerApp's log."""
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for pattern in _REASONS:
-        found = pattern.findall(text)
-        if found:
-            return found[-1].strip().rstrip(".;,")
-    return None
-
-
 @RUNTIMES.register(
     "deployment", summary="Flower's Deployment Engine: a running SuperLink and real SuperNodes"
 )
@@ -156,26 +138,11 @@ def launch(request: LaunchRequest) -> None:
     """Submit the scenario to a running SuperLink; results land in the run folder."""
     dep = request.scenario.runtime.deployment
     work = request.folder.path / "flower"
-    try:
-        target = SuperLinkTarget.parse(dep.superlink, dep.root_certificates)
-        link = FlowerDeployment(work, target)
-        link.start()
-    except UserError as exc:
-        summarise(request.folder, "failed", None, {"error": str(exc)})
-        raise
+    target = SuperLinkTarget.parse(dep.superlink, dep.root_certificates)
+    link = FlowerDeployment(work, target)
+    link.start()
     app_dir, overrides = write_submission(work, request.run_config())
     res = link.flwr("run", str(app_dir), FEDERATION, "--run-config", str(overrides))
     if not res.get("success"):
-        message = f"the SuperLink at {target.address} refused the run: {res.get('error-message')}"
-        summarise(request.folder, "failed", None, {"error": message})
-        raise UserError(" ".join(message.split()))
-    run_id = str(res["run-id"])
-    follow_run(request, link, run_id)
-    status, details = link.status(run_id)
-    if status == "finished:completed":
-        return
-    reason = failure_reason(work / "run.log") or details
-    if str(request.folder.path) in reason:  # the ServerApp could not write the run folder
-        reason += "; the ServerApp writes it on the SuperLink's machine: submit from a machine sharing it"
-    summarise(request.folder, "failed", None, {"error": reason})
-    raise UserError(f"Flower run {run_id} ended as {status}: {reason}; logs in {work / 'run.log'}")
+        raise RunFailed(f"the SuperLink at {target.address} refused the run: {res.get('error-message')}")
+    finish(request, link, str(res["run-id"]), f"on the SuperLink at {target.address}")

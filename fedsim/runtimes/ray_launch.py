@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,17 +32,33 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.apps import write_submission
-from fedsim.errors import UserError
+from fedsim.errors import RunFailed, UserError
 from fedsim.runstore import METRICS_FILE
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
-from fedsim.server.callbacks import summarise
 
 FEDERATION = "fedsim"
 BIN = Path(sys.executable).parent
 
 
-class RayRunFailed(RuntimeError):
-    """The Flower run did not complete."""
+#: How a ServerApp's log carries the reason a run failed, most specific first, and whether
+#: that reason is the user's input: a client's exception as Flower reports it
+#: (``<class 'X'>:<'message'>``), then the ServerApp's own.
+_REASONS = (
+    (re.compile(r"(?:PartitionFileError|UserError)'>:<'(.*)'>"), True),
+    (re.compile(r"UserError: ([^\n]*)"), True),
+    (re.compile(r"RunFailed: ([^\n]*)"), False),
+)
+
+
+def failure_reason(log: Path) -> tuple[str, bool] | None:
+    """The most specific one-line reason of a failed run found in the ServerApp's log, and
+    whether it is a problem with the user's input (a scenario or partition file)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for pattern, users in _REASONS:
+        found = pattern.findall(text)
+        if found:
+            return found[-1].strip().rstrip(".;,"), users
+    return None
 
 
 def _free_port() -> int:
@@ -118,11 +135,11 @@ class FlowerSimulation:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RayRunFailed(f"flower-superlink exited with {self._proc.returncode}; see {log.name}")
+                raise RunFailed(f"flower-superlink exited with {self._proc.returncode}", Path(log.name))
             if _healthy(self.port):
                 return
             time.sleep(0.05)
-        raise RayRunFailed(f"flower-superlink not healthy after {timeout:.0f} s; see {log.name}")
+        raise RunFailed(f"flower-superlink not healthy after {timeout:.0f} s", Path(log.name))
 
     def flwr(self, *args: str) -> dict[str, Any]:
         """Call the ``flwr`` CLI with JSON output (its exit code is 0 even on errors)."""
@@ -192,16 +209,28 @@ def follow_run(request: LaunchRequest, sim: FlowerSimulation, run_id: str) -> No
             cb.update(row)
 
 
+def finish(request: LaunchRequest, link: FlowerSimulation, run_id: str, where: str) -> None:
+    """Follow a submitted run to its end; a run that did not complete raises :class:`RunFailed`."""
+    follow_run(request, link, run_id)
+    status, details = link.status(run_id)
+    if status == "finished:completed":
+        return
+    log = link.work / "run.log"
+    reason, users = failure_reason(log) or (details or "no reason given", False)
+    if str(request.folder.path) in reason:  # the ServerApp could not write the run folder
+        reason += "; the ServerApp writes it on the SuperLink's machine: submit from a machine sharing it"
+    message = f"Flower run {run_id} {where} ended as {status}: {reason}"
+    if users:
+        raise UserError(f"{message}; see {log}")
+    raise RunFailed(message, log)
+
+
 @RUNTIMES.register("ray", summary="Flower's Simulation Engine on Ray, through flwr run")
 def launch(request: LaunchRequest) -> None:
     """Run the scenario on Flower's Simulation Engine; results land in the run folder."""
     sc = request.scenario
     work = request.folder.path / "flower"
-    try:
-        check_ray_address(sc.runtime.ray.address)
-    except UserError as exc:
-        summarise(request.folder, "failed", None, {"error": str(exc)})
-        raise
+    check_ray_address(sc.runtime.ray.address)
     app_dir, overrides = write_submission(work, request.run_config())
     sim = FlowerSimulation(work, sc.runtime.ray.address)
     federation = (
@@ -214,13 +243,7 @@ def launch(request: LaunchRequest) -> None:
             "run", str(app_dir), FEDERATION, "--federation-config", federation, "--run-config", str(overrides)
         )
         if not res.get("success"):
-            raise RayRunFailed(f"flwr run refused the run: {res.get('error-message')}")
-        run_id = str(res["run-id"])
-        follow_run(request, sim, run_id)
-        status, details = sim.status(run_id)
+            raise RunFailed(f"flwr run refused the run: {res.get('error-message')}", work / "superlink.log")
+        finish(request, sim, str(res["run-id"]), "on the Simulation Engine")
     finally:
         sim.stop()
-    if status != "finished:completed":
-        if not request.folder.summary():
-            summarise(request.folder, "failed", None, {"error": details})
-        raise RayRunFailed(f"Flower run {run_id} ended as {status}: {details}; logs in {work}")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.errors import RunFailed
 from fedsim.records import record_nbytes
 from fedsim.scenario import Scenario
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
@@ -49,10 +50,6 @@ class SupportsClientState(Protocol):
     def client_states(self) -> dict[int, RecordDict]: ...
 
     def restore_client_states(self, states: dict[int, RecordDict]) -> None: ...
-
-
-class RunFailed(RuntimeError):
-    """Every client of a round failed: the run cannot go on."""
 
 
 def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_S) -> list[NodeInfo]:

@@ -1,7 +1,7 @@
 """CreamFL server side (Yu et al., ICLR 2023, https://arxiv.org/abs/2302.08888).
 
 No model weights are exchanged: only representations of the public set. Per round
-(METHODS.md section 3, maths in :mod:`fedsim.methods.creamfl`):
+(docs/algorithms/creamfl.md, maths in :mod:`fedsim.methods.creamfl`):
 
 1. the server model (larger image and text encoders) trains one epoch on the public
    pairs with the symmetric InfoNCE (the authors use PCME's soft contrastive loss);
@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fedsim.data.captions import vocabulary
 from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
@@ -52,6 +52,7 @@ from fedsim.methods.creamfl import (
 )
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
 from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
+from fedsim.registry import Params
 from fedsim.scenario import Scenario
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
@@ -66,10 +67,9 @@ GLOBAL_RECORD, LOCAL_RECORD = "global", "local"
 _SALT_SERVER_TRAIN, _SALT_SERVER_KD, _SALT_INIT = 0x5E1, 0x5E2, 0x5E3
 
 
-class CreamFLParams(BaseModel):
+class CreamFLParams(Params):
     """CreamFL's parameters (authors' defaults where the paper gives them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     public_size: int = Field(1000, ge=8, le=100_000, description="|P|: public image-caption pairs")
     modalities: tuple[Literal["image", "text", "image_text"], ...] = Field(
         ("image", "text", "image_text"),

@@ -18,12 +18,13 @@ from functools import lru_cache
 
 import torch
 from flwr.app import ArrayRecord
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fedsim.methods.fedloge import cached_ssec, realign_generic
 from fedsim.metrics import server_group_accuracy
 from fedsim.records import load_arrays, model_to_arrays
+from fedsim.registry import Params
 from fedsim.scenario import Scenario
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES
@@ -31,10 +32,9 @@ from fedsim.training import derive_seed
 from fedsim.workspace import federated_data, new_model, scenario_of
 
 
-class FedLoGeParams(BaseModel):
+class FedLoGeParams(Params):
     """FedLoGe's parameters (authors' defaults)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     sparsity: float = Field(0.6, ge=0, lt=1, description="beta: share of SSE-C entries zeroed")
     ssec_steps: int = Field(10_000, ge=0, description="Adam steps re-optimising SSE-C (authors' value)")
     generic_scale: float = Field(1.7, gt=0, description="norm of each realigned psi_hat row")

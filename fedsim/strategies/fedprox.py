@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from fedsim.registry import Params
 from fedsim.scenario import Scenario
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES
 
 
-class FedProxParams(BaseModel):
+class FedProxParams(Params):
     """FedProx's proximal weight."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     mu: float = Field(0.01, ge=0, description="weight of the proximal term")
 
 

@@ -23,6 +23,8 @@ The global arrays of a run are the generator's state (pFedPG, P_base-only), the 
 prompts (FedVPT) or nothing (local), so checkpoints and resume need no extra state.
 Server-side rows carry ``prompt_bytes_per_client`` and ``full_model_bytes_per_client``
 (what FedAvg on the whole ViT would send each way) and the backbone's SHA-256.
+
+The method in full: docs/algorithms/pfedpg.md.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from fedsim.data.domains import DomainsParams, client_style, styled
 from fedsim.errors import UserError
@@ -52,6 +54,7 @@ from fedsim.methods.pfedpg import (
 from fedsim.models import MODELS
 from fedsim.models.vit import ViTEncoder
 from fedsim.records import array_view, load_arrays, model_to_arrays, record_nbytes, to_array
+from fedsim.registry import Params
 from fedsim.scenario import Scenario
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
@@ -63,10 +66,9 @@ PROMPTS_KEY = "prompts"
 DELTA_KEY = "delta"
 
 
-class PromptParams(BaseModel):
+class PromptParams(Params):
     """Parameters shared by the prompt algorithms (pfedpg, pfedpg_base, fedvpt, vpt_local, vpt_head)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     num_prompts: int = Field(8, ge=1, le=256, description="K prompt tokens (VPT-shallow)")
     public_fraction: float = Field(
         0.3, gt=0, lt=1, description="share of the training split held out for pretraining"
