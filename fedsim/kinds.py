@@ -69,11 +69,16 @@ def validate_file(path: Path, overrides: list[str]) -> str:
         ) from None
 
 
-def require_kind(path: Path, kind: str) -> None:
-    """A one-line error unless the file at ``path`` is of ``kind`` (naming the command that runs it)."""
+def require_kind(path: Path, kind: str, default: bool = False) -> None:
+    """A one-line error when the file at ``path`` declares another kind than ``kind``,
+    naming the command that runs it. A file without ``kind:`` is taken to be of ``kind``
+    by the command it is given to, unless ``default`` (then it is of kind fl)."""
     if not path.is_file():
         return  # the loader says so, with what it expected
-    found = kind_of(read_yaml(path), str(path))
+    raw = read_yaml(path)
+    if "kind" not in raw and not default:
+        return
+    found = kind_of(raw, str(path))
     if found != kind:
         raise UserError(f"{path} is of kind {found}; run it with '{KINDS.get(found).command} {path}'")
 

@@ -78,7 +78,7 @@ def start_run(
     path: Path, overrides: list[str], stop_after: int | None, show: bool, verbose: bool, console: Console
 ) -> tuple[RunFolder, dict[str, Any]]:
     """Validate everything (data included), then create a new run folder and run."""
-    require_kind(path, "fl")
+    require_kind(path, "fl", default=True)
     scenario = load_scenario(path, overrides)
     federated_data(scenario)  # data errors surface before anything is written
     folder = RunFolder(new_run_dir(scenario))

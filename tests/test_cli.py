@@ -237,7 +237,7 @@ def test_a_balanced_data_set_reports_no_middle_or_tail_group(write_scenario, tmp
             "clients": {"num": 37, "fraction": 0.1},
         }
     )
-    res = cli("run", str(path), "--quiet")
+    res = cli("run", str(path), "--quiet", "--set", "data.partition={name: shards, shards_per_client: 2}")
     assert res.returncode == 0, res.stderr
     run = only_run(tmp_path / "runs")
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

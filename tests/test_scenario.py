@@ -160,17 +160,19 @@ def test_many_problems_print_at_most_three_lines(write_scenario) -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "file", "kind", "right"),
+    ("command", "text", "kind", "right"),
     [
         (["run"], "bottlefit_shapes", "bottlefit", "fedsim edge train"),
-        (["edge", "train"], "quickstart", "fl", "fedsim run"),
+        (["edge", "train"], "kind: fl\nname: x\nrounds: 1\n", "fl", "fedsim run"),
         (["edge", "bench"], "bottlefit_shapes", "bottlefit", "fedsim edge train"),
     ],
 )
-def test_a_file_given_to_the_wrong_command_names_the_right_one(command, file, kind, right) -> None:
+def test_a_file_given_to_the_wrong_command_names_the_right_one(tmp_path, command, text, kind, right) -> None:
     root = Path(__file__).parents[1]
-    res = cli(*command, f"scenarios/{file}.yaml", cwd=root)
+    file = f"scenarios/{text}.yaml"
+    if "\n" in text:  # a file that declares its kind (without kind: edge commands take their own)
+        file = str(tmp_path / "declared.yaml")
+        Path(file).write_text(text)
+    res = cli(*command, file, cwd=root)
     assert res.returncode == 2
-    assert res.stderr.strip() == (
-        f"error: scenarios/{file}.yaml is of kind {kind}; run it with '{right} scenarios/{file}.yaml'"
-    )
+    assert res.stderr.strip() == f"error: {file} is of kind {kind}; run it with '{right} {file}'"
