@@ -26,8 +26,8 @@ import torch
 import yaml
 from rich.console import Console
 
+from fedsim.loader import load_scenario
 from fedsim.runner import start_run
-from fedsim.scenario import load_scenario
 from fedsim.training import derive_seed, make_optimizer, train_epochs
 from fedsim.workspace import client_data, federated_data, new_model
 

@@ -11,10 +11,10 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
+from fedsim.config import Scenario
 from fedsim.data.export import node_partition
 from fedsim.models import SplitModel
 from fedsim.records import load_arrays, model_to_arrays
-from fedsim.scenario import Scenario
 from fedsim.training import Stats, derive_seed
 from fedsim.workspace import ClientData, scenario_of, worker_model
 

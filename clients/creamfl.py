@@ -25,11 +25,11 @@ from torch import nn
 
 from clients.common import client_env, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.config import Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
 from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss
 from fedsim.models.multimodal import MultimodalNet
 from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
-from fedsim.scenario import Scenario
 from fedsim.strategies.creamfl import (
     GLOBAL_RECORD,
     LOCAL_RECORD,

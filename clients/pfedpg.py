@@ -28,9 +28,9 @@ from torch import nn
 
 from clients.common import ClientEnv, client_env, persistent_linear, reply
 from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.config import Scenario
 from fedsim.models.vit import ViTEncoder
 from fedsim.records import state_to_arrays, to_array
-from fedsim.scenario import Scenario
 from fedsim.strategies.pfedpg import (
     DELTA_KEY,
     PROMPTS_KEY,

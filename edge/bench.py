@@ -42,15 +42,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
-
+from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, TimingSpec
+from fedsim.config.bench import ServerSpec
 from fedsim.errors import UserError
 from fedsim.files import write_json
+from fedsim.loader import load_bench, load_experiment
 from fedsim.report.data import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
 from fedsim.runstore import new_run_dir
-from fedsim.scenario import Document, ScenarioError, Strict, format_validation_error, read_with_overrides
 
 #: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
 BOTTLEFIT_REPORTED = {
@@ -61,120 +61,10 @@ BOTTLEFIT_REPORTED = {
 }
 
 
-class TimingSpec(Strict):
-    """An untrained ImageNet-size model, for latency and energy only (accuracy is meaningless).
-
-    Latency and energy do not depend on the weights, so a randomly initialised ResNet
-    with a BottleFit bottleneck shows where split computing pays off at the scale the
-    paper measured, without training it here.
-    """
-
-    arch: Literal["resnet18", "resnet50", "resnet152"] = "resnet18"
-    image_size: int = Field(224, ge=32, le=512)
-    split: Literal["layer1", "layer2", "layer3"] = "layer2"
-    channels: list[int] = Field(default_factory=lambda: [12], min_length=1)
-    num_classes: int = Field(10, ge=2)
-    test_images: int = Field(50, ge=10)
-
-
-class ModelSpec(Strict):
-    """Where the served model comes from: exactly one of ``onnx``, ``run``, ``train``, ``timing``."""
-
-    onnx: Path | None = Field(None, description="an ONNX folder written by fedsim edge export")
-    run: Path | None = Field(None, description="an edge run folder (exported on first use)")
-    train: Path | None = Field(None, description="an edge experiment file, trained once and cached")
-    set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the experiment")
-    timing: TimingSpec | None = Field(None, description="an untrained model for latency and energy only")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelSpec:
-        given = [k for k in ("onnx", "run", "train", "timing") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"expected exactly one of onnx, run, train, timing; got {', '.join(given) or 'none'}"
-            )
-        return self
-
-
-class ServerSpec(Strict):
-    """The tail server the bench starts."""
-
-    device: str = "gpu-server"
-    workers: int = Field(2, ge=1)
-    threads: int = Field(1, ge=1)
-    max_message_bytes: int = Field(4 << 20, ge=1024)
-
-
-class OutputSpec(Strict):
-    """Where run folders go."""
-
-    dir: Path = Path("runs")
-
-
-class Bench(Document):
-    """A bench file; see the module docstring."""
-
-    kind: Literal["edge-bench"] = Field("edge-bench", description="the kind of file: an edge bench")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    model: ModelSpec
-    server: ServerSpec = ServerSpec()
-    modes: list[Literal["local", "offload", "split"]] = Field(
-        default_factory=lambda: ["local", "offload", "split"], min_length=1
-    )
-    devices: list[str] = Field(default_factory=lambda: ["jetson-nano", "rpi4"], min_length=1)
-    networks: list[str | dict[str, Any]] = Field(default_factory=lambda: ["wifi", "lte", "3g"], min_length=1)
-    bottlenecks: list[int] | None = Field(None, description="C values to run (default: every served C)")
-    requests: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    meter: str = "model"
-    meter_period_s: float = Field(0.1, gt=0)
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    stream: bool = False
-    threads: int = Field(1, ge=1, description="onnxruntime threads on the (emulated) device")
-    output: OutputSpec = OutputSpec()
-
-
-def load_bench(path: Path, overrides: list[str] | None = None) -> Bench:
-    """Load, override and validate a bench file (paths in ``model`` relative to the file)."""
-    from edge.power import METERS
-    from edge.shaper import network_profile
-    from fedsim.system.profiles import DEVICES
-
-    raw, source = read_with_overrides(path, overrides)
-    try:
-        bench = Bench.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioError(format_validation_error(exc, source, Bench)) from None
-    for i, device in enumerate([*bench.devices, bench.server.device]):
-        if device not in DEVICES:
-            key = f"devices.{i}" if i < len(bench.devices) else "server.device"
-            raise ScenarioError(
-                f"{source}: {key}: unknown device {device!r}; expected one of {', '.join(DEVICES.names())}"
-            )
-    for i, net in enumerate(bench.networks):
-        try:
-            network_profile(net)
-        except UserError as exc:
-            raise ScenarioError(f"{source}: networks.{i}: {exc}") from None
-    if bench.meter != "auto" and bench.meter not in METERS:
-        raise ScenarioError(
-            f"{source}: meter: unknown meter {bench.meter!r}; "
-            f"expected auto or one of {', '.join(METERS.names())}"
-        )
-    base = path.parent
-    model = bench.model
-    fixed = {
-        k: (base / v if v is not None and not v.is_absolute() else v)
-        for k, v in (("onnx", model.onnx), ("run", model.run), ("train", model.train))
-    }
-    return bench.model_copy(update={"model": model.model_copy(update=fixed)})
-
-
 # ------------------------------------------------------------------------------ model
 
 
-def obtain_model(spec: ModelSpec, seed: int, log: Callable[[str], None]) -> Path:
+def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) -> Path:
     """The ONNX folder to serve: given, exported from a run, or trained and exported once (cached)."""
     from edge.server import resolve_model_dir
 
@@ -185,7 +75,6 @@ def obtain_model(spec: ModelSpec, seed: int, log: Callable[[str], None]) -> Path
     if spec.timing is not None:
         return timing_model(spec.timing, seed, log)
     assert spec.train is not None
-    from edge.experiment import load_experiment
     from edge.onnx_export import MANIFEST_FILE, export_run
     from edge.train import TrainProgress, start_training
     from fedsim.cache import cache_dir
@@ -219,7 +108,7 @@ def timing_model(spec: TimingSpec, seed: int, log: Callable[[str], None]) -> Pat
 
     from edge import resnet
     from edge.bottlefit import inject_bottleneck
-    from edge.experiment import DataSpec, spec_data
+    from edge.experiment import spec_data
     from edge.onnx_export import MANIFEST_FILE, export_full, export_split
     from fedsim.cache import cache_dir
 
@@ -230,7 +119,7 @@ def timing_model(spec: TimingSpec, seed: int, log: Callable[[str], None]) -> Pat
         return onnx
     log(f"model: exporting an untrained {spec.arch} at {spec.image_size}x{spec.image_size} (timing only)")
     per_class = max(1, spec.test_images // 10)
-    data_spec = DataSpec(
+    data_spec = ImageDataSpec(
         dataset="shapes",
         options={"image_size": 64, "num_train": 10, "num_test": 10 * per_class},
         image_size=spec.image_size,

@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedsim.config.bench import METER, REQUESTS, WARMUP
 from fedsim.errors import UserError
-from fedsim.kinds import KINDS, FileKind, require_kind
+from fedsim.loader import require_kind
+from fedsim.runner import KIND_RUNNERS
 
 app = typer.Typer(
     add_completion=False,
@@ -31,45 +33,22 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override KEY
 ThreadsOption = Annotated[int, typer.Option(help="Torch intra-op threads (0: torch's default).", min=0)]
 
 
-def _check_bottlefit(path: Path, overrides: list[str]) -> str:
-    from edge.experiment import load_experiment
-
-    exp = load_experiment(path, overrides)
-    channels = ", ".join(map(str, exp.bottleneck_channels))
-    return (
-        f"{path}: BottleFit on {exp.data.dataset}, teacher {exp.teacher.arch}, split after "
-        f"{exp.split}, C in {{{channels}}}, stages {exp.stages()}, codec {exp.codec}"
-    )
+@KIND_RUNNERS.register("bottlefit")
+def _run_experiment(
+    path: Path, overrides: list[str], stop_after: int | None, quiet: bool, threads: int
+) -> None:
+    """``fedsim run`` on a BottleFit experiment: ``fedsim edge train``."""
+    train(path, overrides, None, stop_after, quiet, threads)
 
 
-def _check_bench(path: Path, overrides: list[str]) -> str:
-    from edge.bench import load_bench
-
-    b = load_bench(path, overrides)
-    return (
-        f"{path}: edge bench of {', '.join(b.modes)} on {', '.join(b.devices)} x "
-        f"{len(b.networks)} networks, {b.requests} requests each"
-    )
-
-
-def _experiment_schema() -> type:
-    from edge.experiment import Experiment
-
-    return Experiment
-
-
-def _bench_schema() -> type:
-    from edge.bench import Bench
-
-    return Bench
-
-
-KINDS.register("bottlefit", summary="BottleFit experiment (fedsim edge train)")(
-    FileKind(_experiment_schema, _check_bottlefit, "fedsim edge train")
-)
-KINDS.register("edge-bench", summary="local vs offload vs split bench (fedsim edge bench)")(
-    FileKind(_bench_schema, _check_bench, "fedsim edge bench")
-)
+@KIND_RUNNERS.register("edge-bench")
+def _run_bench(path: Path, overrides: list[str], stop_after: int | None, quiet: bool, threads: int) -> None:
+    """``fedsim run`` on an edge bench: ``fedsim edge bench``."""
+    if stop_after is not None:
+        raise UserError(
+            "--stop-after does not apply to an edge bench; expected it only for runs in rounds or steps"
+        )
+    bench(path, overrides, quiet)
 
 
 def _threads(n: int) -> None:
@@ -227,7 +206,7 @@ def profile(
     size: Annotated[int, typer.Option(help="Input image side in pixels.", min=16, max=1024)] = 224,
     repeats: Annotated[int, typer.Option(help="Timed runs per stage (median).", min=1)] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed runs per stage.", min=0)] = 2,
-    threads: Annotated[int, typer.Option(help="Torch threads while timing (0: torch's default).", min=0)] = 1,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Per-stage latency and output size of an unmodified ResNet at batch size 1 (split candidates)."""
     from edge.profile import profile_split_points
@@ -393,11 +372,11 @@ def worker(
     channels: Annotated[
         int | None, typer.Option("--channels", "-C", help="Bottleneck width C (split).")
     ] = None,
-    requests: Annotated[int, typer.Option(help="Measured requests.", min=1)] = 500,
-    warmup: Annotated[int, typer.Option(help="Unmeasured requests first.", min=0)] = 10,
+    requests: Annotated[int, typer.Option(help="Measured requests.", min=1)] = REQUESTS,
+    warmup: Annotated[int, typer.Option(help="Unmeasured requests first.", min=0)] = WARMUP,
     meter: Annotated[
         str, typer.Option(help="Power meter: auto, model, rapl, jtop, ina219, nvml, csv.")
-    ] = "auto",
+    ] = METER,
     meter_csv: Annotated[Path | None, typer.Option(help="USB power meter log for --meter csv.")] = None,
     meter_period: Annotated[float, typer.Option(help="Meter sample period in seconds.", min=0.001)] = 0.1,
     stream: Annotated[

@@ -34,12 +34,14 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from fedsim.components import NO_SHAPING
+from fedsim.config import LinkSpec, format_validation_error
 from fedsim.errors import UserError
 from fedsim.system.profiles import NETWORKS, NetworkProfile
+from fedsim.system.timing import link_delay_s, serialisation_s
 
-#: Spec names meaning "do not shape".
-NO_SHAPING = ("none", "loopback")
 #: Last stretch of a wait spent spinning on ``time.perf_counter`` (``time.sleep`` oversleeps).
 SPIN_S = 0.001
 DIRECTIONS = ("uplink", "downlink")
@@ -48,23 +50,22 @@ METHOD = (
     "+ uniform jitter, seeded per-packet loss with retransmission"
 )
 
-_REQUIRED = ("uplink_mbps", "downlink_mbps", "rtt_ms")
-_OPTIONAL: dict[str, Any] = {"jitter_ms": 0.0, "loss": 0.0, "name": "custom"}
-
 
 # --------------------------------------------------------------------------- profiles
 
 
-def network_profile(spec: str | Mapping[str, Any] | NetworkProfile | None) -> NetworkProfile | None:
+def network_profile(
+    spec: str | Mapping[str, Any] | LinkSpec | NetworkProfile | None,
+) -> NetworkProfile | None:
     """The link a spec names; ``None`` for no shaping.
 
     Parameters
     ----------
-    spec : str, Mapping, NetworkProfile or None
+    spec : str, Mapping, LinkSpec, NetworkProfile or None
         A registered profile name (``fedsim.system.profiles.NETWORKS``: wifi, lte, 3g);
-        ``None``, ``"none"`` or ``"loopback"`` for no shaping; or a mapping with
-        ``uplink_mbps``, ``downlink_mbps``, ``rtt_ms`` and optionally ``jitter_ms`` (0),
-        ``loss`` (0) and ``name`` ("custom").
+        ``None``, ``"none"`` or ``"loopback"`` for no shaping; or a link of one's own
+        (:class:`fedsim.config.LinkSpec`, or a mapping of its keys: ``uplink_mbps``,
+        ``downlink_mbps``, ``rtt_ms``, optionally ``jitter_ms``, ``loss``, ``name``).
 
     Returns
     -------
@@ -73,7 +74,7 @@ def network_profile(spec: str | Mapping[str, Any] | NetworkProfile | None) -> Ne
     Raises
     ------
     UserError
-        For an unknown name, a missing or unknown key, or a value out of range.
+        For an unknown name, or a link that :class:`~fedsim.config.LinkSpec` refuses (one line).
     """
     if spec is None or isinstance(spec, NetworkProfile):
         return spec
@@ -82,54 +83,17 @@ def network_profile(spec: str | Mapping[str, Any] | NetworkProfile | None) -> Ne
             return None
         if spec not in NETWORKS:
             known = ", ".join([*NETWORKS.names(), *NO_SHAPING])
-            fields = ", ".join(_REQUIRED)
+            fields = ", ".join(k for k, f in LinkSpec.model_fields.items() if f.is_required())
             raise UserError(f"unknown network {spec!r}; expected one of: {known}, or a mapping with {fields}")
         return NETWORKS.get(spec)
     if isinstance(spec, Mapping):
-        return _custom_profile(spec)
+        try:
+            spec = LinkSpec.model_validate(dict(spec))
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, "network", LinkSpec).split("\n")[0]) from None
+    if isinstance(spec, LinkSpec):
+        return NetworkProfile(**spec.model_dump(), source="user-defined")
     raise UserError(f"network: expected a profile name or a mapping, got {type(spec).__name__}")
-
-
-def _custom_profile(spec: Mapping[str, Any]) -> NetworkProfile:
-    """A user-defined link from a mapping (see :func:`network_profile`)."""
-    unknown = sorted(set(spec) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        allowed = ", ".join([*_REQUIRED, *_OPTIONAL])
-        raise UserError(f"network.{unknown[0]}: unknown key; expected one of: {allowed}")
-    missing = [k for k in _REQUIRED if k not in spec]
-    if missing:
-        raise UserError(f"network.{missing[0]}: missing; a custom network needs {', '.join(_REQUIRED)}")
-    name = spec.get("name", _OPTIONAL["name"])
-    if not isinstance(name, str) or not name:
-        raise UserError(f"network.name: expected a non-empty string, got {name!r}")
-    return NetworkProfile(
-        name=name,
-        uplink_mbps=_number(spec, "uplink_mbps", low=0.0, low_open=True),
-        downlink_mbps=_number(spec, "downlink_mbps", low=0.0, low_open=True),
-        rtt_ms=_number(spec, "rtt_ms", low=0.0),
-        jitter_ms=_number(spec, "jitter_ms", low=0.0),
-        loss=_number(spec, "loss", low=0.0, high=1.0),
-        source="user-defined",
-    )
-
-
-def _number(
-    spec: Mapping[str, Any], key: str, low: float, low_open: bool = False, high: float | None = None
-) -> float:
-    """``spec[key]`` (or its default) as a finite float in range, else a one-line UserError."""
-    value = spec.get(key, _OPTIONAL.get(key))
-    if low_open:
-        expected = f"a number > {low:g}"
-    elif high is not None:
-        expected = f"a number in [{low:g}, {high:g})"
-    else:
-        expected = f"a number >= {low:g}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"network.{key}: expected {expected}, got {value!r}")
-    ok = (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        raise UserError(f"network.{key}: expected {expected}, got {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------------------- the shaper
@@ -152,9 +116,7 @@ class _Link:
     def __init__(
         self, mbps: float, rtt_ms: float, jitter_ms: float, loss: float, mtu: int, rng: np.random.Generator
     ) -> None:
-        self.bits_per_s = mbps * 1e6
-        self.delay_s = rtt_ms / 2000.0
-        self.jitter_s = jitter_ms / 1000.0
+        self.mbps, self.rtt_ms, self.jitter_ms = mbps, rtt_ms, jitter_ms
         self.loss = loss
         self.mtu = mtu
         self.rng = rng
@@ -175,10 +137,10 @@ class _Link:
     def reserve(self, nbytes: int, now: float) -> tuple[float, float]:
         """Occupy the link for ``nbytes`` from ``now``; (arrival time, seconds from ``now`` to it)."""
         with self.lock:
-            serialise = self.wire_bytes(nbytes) * 8 / self.bits_per_s
-            delay = self.delay_s
-            if self.jitter_s > 0.0:
-                delay = max(0.0, delay + self.rng.uniform(-self.jitter_s, self.jitter_s))
+            serialise = serialisation_s(self.wire_bytes(nbytes), self.mbps)
+            delay = link_delay_s(
+                self.rtt_ms, self.jitter_ms, self.rng.random() if self.jitter_ms > 0 else 0.5
+            )
             wait = max(0.0, self.free_at - now)
             self.free_at = now + wait + serialise
         planned = wait + serialise + delay

@@ -22,9 +22,9 @@ import torch
 from edge.experiment import Experiment
 from edge.resnet import ResNet, load_torchvision_checkpoint, resnet18, resnet50, resnet152, small_resnet
 from fedsim.cache import cache_dir
+from fedsim.config import OptimizerSpec
 from fedsim.data import Dataset
 from fedsim.errors import UserError
-from fedsim.scenario import OptimizerSpec
 from fedsim.training import Stats, derive_seed, make_optimizer, train_epochs
 
 _SALT_INIT = 0x7EAC

@@ -28,14 +28,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from edge.bottlefit import SplitClassifier, inject_bottleneck
-from edge.experiment import Experiment, experiment_data, load_experiment, validate_experiment
+from edge.experiment import experiment_data
 from edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
 from edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
+from fedsim.config import Experiment, read_yaml
 from fedsim.data import Dataset
 from fedsim.errors import UserError
+from fedsim.loader import load_experiment, validate
 from fedsim.progress import progress_bar
 from fedsim.runstore import CHECKPOINT_DIR, RunFolder, new_run_dir
-from fedsim.scenario import read_yaml
 from fedsim.training import Stats, derive_seed, evaluate
 
 EXPERIMENT_FILE = "experiment.yaml"
@@ -64,7 +65,8 @@ class EdgeRun(RunFolder):
             )
         if not file.is_file():
             raise UserError(f"{self.path}: not an edge run folder; expected it to contain {EXPERIMENT_FILE}")
-        return validate_experiment(read_yaml(file), str(file), stored=True)
+        raw = {"kind": "bottlefit", **read_yaml(file)}  # folders written before kind: existed
+        return validate(raw, str(file), stored=True)  # type: ignore[return-value]
 
     def scenario(self) -> Any:  # an edge run has no FL scenario
         """Not available: an edge run holds an experiment (see :meth:`experiment`)."""

@@ -48,6 +48,7 @@ import numpy as np
 
 from edge.proto import SERVICE, pb
 from edge.wire import jpeg_encode, preprocess, tensor_message
+from fedsim.config.bench import METER, REQUESTS, WARMUP
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.report.data import BENCH_STAGES, REQUESTS_FILE, SUMMARY_FILE, TRACE_FILE, percentiles
@@ -120,9 +121,9 @@ class WorkerConfig:
     emulate: bool = True
     network: str | dict[str, Any] | None = None
     channels: int | None = None
-    requests: int = 100
-    warmup: int = 10
-    meter: str = "model"
+    requests: int = REQUESTS
+    warmup: int = WARMUP
+    meter: str = METER
     meter_period_s: float = 0.1
     meter_csv: Path | None = None
     stream: bool = False
@@ -334,13 +335,14 @@ def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels:
 
 def camera_images(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The test set as the device's camera would give it: uint8 ``[N, H, W, C]`` and labels."""
-    from edge.experiment import DataSpec, raw_uint8, spec_data
+    from edge.experiment import raw_uint8, spec_data
+    from fedsim.config import ImageDataSpec
 
     spec = dict(manifest.get("data") or {})
     if not spec:
         raise UserError("the model's manifest names no dataset; export it again with this fedsim")
     seed = int(spec.pop("seed", 0))
-    data = spec_data(DataSpec.model_validate(spec), seed)
+    data = spec_data(ImageDataSpec.model_validate(spec), seed)
     return raw_uint8(data.x_test, data.mean, data.std), data.y_test.numpy()
 
 

@@ -6,6 +6,7 @@ without a traceback and without touching earlier results.
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedsim.errors import RunFailed, UserError
 
@@ -61,7 +63,7 @@ def _registry(what: Catalogue):
 
         return PARTITIONERS
     if what is Catalogue.kinds:
-        from fedsim.kinds import KINDS
+        from fedsim.loader import KINDS
 
         return KINDS
     from fedsim.runtimes import RUNTIMES
@@ -87,15 +89,23 @@ def list_(what: Annotated[Catalogue, typer.Argument(help="What to list.")]) -> N
     console.print(table)
 
 
+SweepOption = Annotated[
+    list[str] | None,
+    typer.Option("--sweep", help="Sweep KEY.PATH over V1,V2,... (repeatable; adds to sweep:)."),
+]
+
+
 @app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Scenario, BottleFit experiment or edge bench YAML file.")],
     set_: SetOption = None,
+    sweep: SweepOption = None,
 ) -> None:
-    """Check a file of any kind (fl, bottlefit, edge-bench) without running it."""
-    from fedsim.kinds import validate_file
+    """Check a file of any kind (fl, bottlefit, edge-bench; every cell of a sweep) without running it."""
+    from fedsim.loader import validate_file
 
-    console.print(f"[green]ok[/green] {validate_file(file, set_ or [])}", highlight=False, soft_wrap=True)
+    line = validate_file(file, set_ or [], sweep or [])
+    console.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -107,7 +117,7 @@ def pretrain(
     """Pretrain (or find in the cache) the frozen backbone of a prompt-tuning scenario (pfedpg)."""
     import shutil
 
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.pfedpg import pretrain_backbone
 
     backbone = pretrain_backbone(load_scenario(scenario, set_ or []))
@@ -125,8 +135,12 @@ def pretrain(
 
 @app.command()
 def run(
-    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file.")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="Experiment file of any kind (fl, bottlefit, edge-bench).")
+    ] = None,
     set_: SetOption = None,
+    sweep: SweepOption = None,
+    jobs: Annotated[int, typer.Option(help="Cells of a sweep run side by side.", min=1)] = 1,
     runtime: Annotated[str | None, typer.Option(help="inprocess (default), ray or deployment.")] = None,
     superlink: Annotated[
         str | None, typer.Option(help="deployment: the SuperLink's HOST:PORT (runtime.deployment.superlink).")
@@ -134,34 +148,68 @@ def run(
     ray_address: Annotated[
         str | None, typer.Option(help="ray: join this cluster, auto or HOST:PORT (runtime.ray.address).")
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
-    stop_after: Annotated[int | None, typer.Option(help="Stop after this round (resumable).", min=1)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run (or sweep) in this folder.")] = None,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop after this round (BottleFit: step); resumable.", min=1)
+    ] = None,
+    threads: Annotated[int, typer.Option(help="BottleFit: torch threads (0: torch's default).", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's logs.")] = False,
 ) -> None:
-    """Run a scenario (or resume an interrupted run)."""
-    from fedsim.runner import resume_run, start_run
+    """Run an experiment file of any kind, every cell of its sweep, or resume a run or sweep."""
+    from fedsim.loader import read_file
+    from fedsim.runner import KIND_RUNNERS, resume_run, start_run
+    from fedsim.sweep import is_sweep, resume_sweep, start_sweep
 
-    if (scenario is None) == (resume is None):
-        raise UserError("give either a SCENARIO file or --resume RUN_FOLDER")
+    if (file is None) == (resume is None):
+        raise UserError("give either a FILE or --resume RUN_FOLDER")
     show = not quiet and console.is_terminal
     if resume is not None:
-        if set_ or superlink or ray_address:
+        if set_ or superlink or ray_address or sweep:
             raise UserError(
-                "--set, --superlink and --ray-address cannot change a run being resumed; "
+                "--set, --sweep, --superlink and --ray-address cannot change a run being resumed; "
                 "start a new run instead"
             )
+        if is_sweep(resume):
+            _print_sweep(resume_sweep(resume, jobs, stop_after, console))
+            return
         folder, summary = resume_run(resume, runtime, stop_after, show, verbose, console)
-    else:
-        overrides = list(set_ or []) + ([f"runtime.name={runtime}"] if runtime else [])
-        overrides += [f"runtime.deployment.superlink={superlink}"] if superlink else []
-        overrides += [f"runtime.ray.address={ray_address}"] if ray_address else []
-        folder, summary = start_run(scenario, overrides, stop_after, show, verbose, console)
+        _print_run(folder.path, summary)
+        return
+    assert file is not None
+    overrides = list(set_ or []) + ([f"runtime.name={runtime}"] if runtime else [])
+    overrides += [f"runtime.deployment.superlink={superlink}"] if superlink else []
+    overrides += [f"runtime.ray.address={ray_address}"] if ray_address else []
+    contents = read_file(file, overrides, sweep or [])
+    if contents.sweep is not None:
+        _print_sweep(start_sweep(contents, jobs, stop_after, console))
+        return
+    if contents.kind != "fl":
+        KIND_RUNNERS.get(contents.kind)(file, list(set_ or []), stop_after, quiet, threads)
+        return
+    folder, summary = start_run(file, overrides, stop_after, show, verbose, console)
+    _print_run(folder.path, summary)
+
+
+def _print_run(path: Path, summary: dict) -> None:
     acc = summary.get("final_server_accuracy")
     acc_text = f", test accuracy {acc:.4f}" if acc is not None else ""
     console.print(
         f"{summary['status']}: {summary['rounds_completed']}/{summary['rounds_planned']} rounds{acc_text}; "
-        f"results in {folder.path}"
+        f"results in {path}"
+    )
+
+
+def _print_sweep(path: Path) -> None:
+    from fedsim.sweep import SUMMARY_FILE, TABLE_FILE
+
+    summary = json.loads((path / SUMMARY_FILE).read_text())
+    done = sum(s == "completed" for s in summary["cells"].values())
+    console.print((path / TABLE_FILE).read_text(), highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"{summary['status']}: {done}/{len(summary['cells'])} cells; results in {path}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -177,7 +225,7 @@ def data_export(
 ) -> None:
     """Write one partition file per client (its training and local test set) for SuperNodes."""
     from fedsim.data.export import export_partitions
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
 
     sc = load_scenario(scenario, set_ or [])
     paths = export_partitions(sc, outdir)
@@ -205,10 +253,13 @@ def compare(
         Path | None, typer.Option(help="Also write OUT/report.html with the runs' figures overlaid.")
     ] = None,
 ) -> None:
-    """Final (and best) accuracies of several runs side by side."""
+    """Final (and best) accuracies of several runs (or every cell of sweep folders) side by side."""
     from rich.table import Table
 
     from fedsim.compare import grouped, label, run_table, system_totals, target_rows
+    from fedsim.sweep import cell_runs, is_sweep
+
+    runs = [r for p in runs for r in (cell_runs(p) if is_sweep(p) else [p])]
 
     if by_algorithm and target_accuracy is not None:
         raise UserError("--target-accuracy is shown per run; leave out --by-algorithm")
@@ -247,13 +298,18 @@ def compare(
 
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="Run folder (fedsim run, fedsim edge train or edge bench).")],
+    run: Annotated[Path, typer.Argument(help="Run folder (of any kind) or sweep folder.")],
 ) -> None:
-    """(Re)build RUN/report.html and RUN/figures/ from a run folder."""
+    """(Re)build RUN/report.html and RUN/figures/ from a run (or sweep) folder."""
     from fedsim.report import write_report
+    from fedsim.sweep import REPORT_FILE, Sweep, is_sweep, write_results
 
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder; expected a folder written by 'fedsim run'")
+    if is_sweep(run):
+        write_results(Sweep.open(run))
+        console.print(f"report: {run.absolute() / REPORT_FILE}", highlight=False)
+        return
     console.print(f"report: {write_report(run)}", highlight=False)
 
 
@@ -299,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
             line += "" if debug else f" (run again with {DEBUG_FLAG} for the traceback)"
         if debug:
             err_console.print_exception()
-        err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, UserError) else 1)
 
 

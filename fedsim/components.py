@@ -1,4 +1,9 @@
-"""Check every named component of a scenario against its registry."""
+"""Check the components a file names against their registries (the loader's second pass).
+
+The schema (:mod:`fedsim.config`) checks structure; here every named dataset,
+partitioner, model, algorithm, runtime, device and network profile must exist and
+accept its parameters. Each problem is one line ``SOURCE: key.path: ...``.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +11,78 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fedsim.config import Bench, ConfigError, Experiment, Scenario, format_validation_error
+from fedsim.errors import UserError
 from fedsim.registry import Registry
-from fedsim.scenario import Scenario, ScenarioError, format_validation_error
+
+#: Network names that mean "no shaping" (the edge worker's default).
+NO_SHAPING = ("none", "loopback")
 
 
-def _check(
+def check_named(
     registry: Registry[Any], name: str, params: dict[str, Any], source: str, at: str, name_at: str
 ) -> None:
+    """``name`` must be registered and accept ``params`` (errors name ``name_at`` / ``at``)."""
     if name not in registry:
         known = ", ".join(registry.names())
-        raise ScenarioError(
-            f"{source}: {name_at}: unknown {registry.kind} {name!r}; expected one of: {known}"
-        )
+        raise ConfigError(f"{source}: {name_at}: unknown {registry.kind} {name!r}; expected one of: {known}")
     model: type[BaseModel] = registry.entry(name).params
     try:
         model.model_validate(params)
     except ValidationError as exc:
-        raise ScenarioError(format_validation_error(exc, source, model, prefix=at)) from None
+        raise ConfigError(format_validation_error(exc, source, model, prefix=at)) from None
 
 
-def check_components(scenario: Scenario, source: str) -> None:
-    """Raise ScenarioError unless every named component exists and accepts its parameters."""
+def _profile(registry: Registry[Any], name: str, source: str, at: str, extra: tuple[str, ...] = ()) -> None:
+    if name not in registry and name.lower() not in extra:
+        known = ", ".join([*registry.names(), *extra])
+        raise ConfigError(f"{source}: {at}: unknown {registry.kind} {name!r}; expected one of: {known}")
+
+
+def check_scenario(scenario: Scenario, source: str) -> None:
+    """Every named component of an FL scenario, its device and network profiles, its trace."""
     from fedsim.data import DATASETS, PARTITIONERS
     from fedsim.models import MODELS
     from fedsim.runtimes import RUNTIMES
     from fedsim.strategies import STRATEGIES
+    from fedsim.system.availability import read_trace
+    from fedsim.system.profiles import DEVICES, NETWORKS
 
     data = scenario.data
-    _check(DATASETS, data.dataset, data.options, source, "data.options", "data.dataset")
+    check_named(DATASETS, data.dataset, data.options, source, "data.options", "data.dataset")
     part = data.partition
-    _check(PARTITIONERS, part.name, part.params, source, "data.partition", "data.partition.name")
-    _check(MODELS, scenario.model.name, scenario.model.params, source, "model", "model.name")
+    check_named(PARTITIONERS, part.name, part.params, source, "data.partition", "data.partition.name")
+    check_named(MODELS, scenario.model.name, scenario.model.params, source, "model", "model.name")
     algo = scenario.algorithm
-    _check(STRATEGIES, algo.name, algo.params, source, "algorithm", "algorithm.name")
-    _check(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
+    check_named(STRATEGIES, algo.name, algo.params, source, "algorithm", "algorithm.name")
+    check_named(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
+    system = scenario.system
+    if system is None:
+        return
+    for i, entry in enumerate(system.mix):
+        _profile(DEVICES, entry.device, source, f"system.mix.{i}.device")
+        _profile(NETWORKS, entry.network, source, f"system.mix.{i}.network")
+    if system.availability.model == "trace":
+        try:
+            read_trace(system.availability.trace, scenario.clients.num)  # type: ignore[arg-type]
+        except UserError as exc:
+            raise ConfigError(f"{source}: system.availability.trace: {exc}") from None
+
+
+def check_experiment(exp: Experiment, source: str) -> None:
+    """A BottleFit experiment's dataset and its options."""
+    from fedsim.data import DATASETS
+
+    check_named(DATASETS, exp.data.dataset, exp.data.options, source, "data.options", "data.dataset")
+
+
+def check_bench(bench: Bench, source: str) -> None:
+    """An edge bench's device and network profiles."""
+    from fedsim.system.profiles import DEVICES, NETWORKS
+
+    for i, device in enumerate(bench.devices):
+        _profile(DEVICES, device, source, f"devices.{i}")
+    _profile(DEVICES, bench.server.device, source, "server.device")
+    for i, net in enumerate(bench.networks):
+        if isinstance(net, str):
+            _profile(NETWORKS, net, source, f"networks.{i}", NO_SHAPING)

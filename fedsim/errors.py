@@ -27,3 +27,7 @@ class RunFailed(RuntimeError):
     def __str__(self) -> str:
         text = super().__str__()
         return text if self.log is None else f"{text}; see {self.log}"
+
+
+class ConfigError(UserError):
+    """An experiment file or ``--set`` override that does not validate."""

@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from fedsim.config import Scenario
 from fedsim.data import class_groups
-from fedsim.scenario import Scenario
 from fedsim.workspace import federated_data
 
 #: The long-tail class groups of docs/algorithms/fedloge.md (75% / 95% of the samples).

@@ -10,22 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from fedsim.config.base import NoParams
 from fedsim.errors import UserError
 
 T = TypeVar("T")
-
-
-class Params(BaseModel):
-    """Base of every component's parameters: unknown keys are errors, values immutable,
-    floats finite (NaN and infinities refused)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class NoParams(Params):
-    """Parameters of a component that takes none."""
 
 
 @dataclass(frozen=True)

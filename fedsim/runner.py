@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from fedsim.config import Scenario
 from fedsim.errors import RunFailed, UserError
-from fedsim.kinds import require_kind
+from fedsim.loader import load_scenario, require_kind
 from fedsim.progress import RoundProgress
+from fedsim.registry import Registry
 from fedsim.runstore import RunFolder, new_run_dir
 from fedsim.runtimes import RUNTIMES, LaunchRequest
-from fedsim.scenario import Scenario, load_scenario
 from fedsim.server.callbacks import summarise
 from fedsim.strategies import build_strategy
 from fedsim.workspace import federated_data
@@ -31,6 +33,11 @@ def write_report_safely(path: Path, console: Console) -> Path | None:
         )
         return None
 
+
+#: How ``fedsim run`` runs a file of a kind other than fl: ``(file, overrides, stop_after,
+#: quiet, threads)``. The edge package registers its kinds (bottlefit, edge-bench).
+KindRunner = Callable[[Path, list[str], int | None, bool, int], None]
+KIND_RUNNERS: Registry[KindRunner] = Registry("runner of a kind of file")
 
 #: Where the traceback of a run that failed inside fedsim goes.
 ERROR_LOG = "error.log"
@@ -83,7 +90,19 @@ def start_run(
     federated_data(scenario)  # data errors surface before anything is written
     folder = RunFolder(new_run_dir(scenario))
     folder.create(scenario)
-    return folder, _launch(LaunchRequest(scenario, folder, False, (), stop_after, verbose), show, console, 0)
+    return folder, run_in(folder, scenario, stop_after, show, verbose, console)
+
+
+def run_in(
+    folder: RunFolder,
+    scenario: Scenario,
+    stop_after: int | None,
+    show: bool,
+    verbose: bool,
+    console: Console,
+) -> dict[str, Any]:
+    """Run ``scenario`` from its first round in a folder :meth:`RunFolder.create` wrote for it."""
+    return _launch(LaunchRequest(scenario, folder, False, (), stop_after, verbose), show, console, 0)
 
 
 def _check_resumable(scenario: Scenario) -> None:

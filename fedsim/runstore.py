@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fedsim.config import Document, Scenario, read_yaml
 from fedsim.errors import UserError
 from fedsim.files import write_atomic
-from fedsim.scenario import Scenario, read_yaml, validate_scenario
+from fedsim.loader import validate
 
 SCENARIO_FILE = "scenario.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -28,14 +29,14 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def new_run_dir(scenario: Scenario) -> Path:
-    """A fresh folder ``OUTPUT/NAME-YYYYmmdd-HHMMSS[-N]`` (never an existing one), absolute.
+def new_run_dir(doc: Document, suffix: str = "") -> Path:
+    """A fresh folder ``OUTPUT/NAME[SUFFIX]-YYYYmmdd-HHMMSS[-N]`` (never an existing one), absolute.
 
     A relative ``output.dir`` is taken from the working directory here, once: every
     runtime then hands the same absolute folder on (Flower's processes work elsewhere).
     """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = scenario.output.dir.expanduser().absolute() / f"{scenario.name}-{stamp}"
+    base = doc.output.dir.expanduser().absolute() / f"{doc.name}{suffix}-{stamp}"  # type: ignore[attr-defined]
     path, n = base, 1
     while path.exists():
         n += 1
@@ -62,7 +63,7 @@ class RunFolder:
         file = self.path / SCENARIO_FILE
         if not file.is_file():
             raise UserError(f"{self.path}: not a fedsim run folder; expected it to contain {SCENARIO_FILE}")
-        return validate_scenario(read_yaml(file), str(file))
+        return validate(read_yaml(file), str(file))  # type: ignore[return-value]
 
     # -- rows -----------------------------------------------------------------------------
 

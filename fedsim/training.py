@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsim.scenario import OptimizerSpec
+from fedsim.config import OptimizerSpec
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

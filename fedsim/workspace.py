@@ -11,9 +11,9 @@ from functools import lru_cache
 
 import torch
 
+from fedsim.config import Scenario, scenario_from_json
 from fedsim.data import FederatedData, build_federated
 from fedsim.models import SplitModel, build_model
-from fedsim.scenario import Scenario, scenario_from_json
 
 
 @lru_cache(maxsize=8)

@@ -67,7 +67,7 @@ def test_bad_input_one_line_exit_2_nothing_written(
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     res = cli("run", "--quiet")
-    assert res.returncode == 2 and "either a SCENARIO" in res.stderr
+    assert res.returncode == 2 and "either a FILE" in res.stderr
     res = cli("run", "--resume", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "no such run folder" in res.stderr
     res = cli("list", "widgets")
@@ -103,7 +103,7 @@ def _register_failing_algorithms() -> None:
     ``test_crash_clients``: every client's training raises (the run cannot go on)."""
     from clients.fedavg import evaluate_local
     from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
-    from fedsim.registry import NoParams
+    from fedsim.config import NoParams
     from fedsim.strategies.fedavg import FedAvg
     from fedsim.strategies.registry import STRATEGIES
 
@@ -179,12 +179,12 @@ def test_every_client_failing_is_a_failed_run_not_a_traceback(write_scenario, tm
 
 
 def test_unexpected_errors_outside_a_run_name_the_debug_flag(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fedsim.kinds
+    import fedsim.loader
 
-    def broken(path, overrides):
+    def broken(*args):
         raise KeyError("boom")
 
-    monkeypatch.setattr(fedsim.kinds, "validate_file", broken)
+    monkeypatch.setattr(fedsim.loader, "validate_file", broken)
     code, _, err = _main("validate", "x.yaml")
     assert code == 1
     assert err.strip() == "error: unexpected KeyError: 'boom' (run again with --debug for the traceback)"
@@ -195,8 +195,8 @@ def test_unexpected_errors_outside_a_run_name_the_debug_flag(monkeypatch: pytest
 def test_a_relative_output_folder_is_made_absolute_where_the_run_is_created(
     write_scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fedsim.loader import load_scenario
     from fedsim.runstore import RunFolder, new_run_dir
-    from fedsim.scenario import load_scenario
 
     monkeypatch.chdir(tmp_path)
     scenario = load_scenario(write_scenario(), ["output.dir=relative/runs"])

@@ -84,7 +84,7 @@ def test_vocabulary_covers_every_caption_word() -> None:
 
 
 def test_paired_sets_and_modalities(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.creamfl import paired_of
 
     sc = load_scenario(creamfl_scenario(write_scenario))
@@ -103,7 +103,7 @@ def test_paired_sets_and_modalities(write_scenario) -> None:
 
 def test_creamfl_needs_shapes_and_the_multimodal_model(write_scenario) -> None:
     from fedsim.errors import UserError
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies import build_strategy
     from fedsim.strategies.creamfl import paired_of
 
@@ -143,8 +143,8 @@ def weight_shapes(arrays: ArrayRecord, state: dict) -> set[tuple[int, ...]]:
 
 def test_messages_carry_representations_only(write_scenario) -> None:
     from clients.creamfl import MODEL_KEY
+    from fedsim.loader import load_scenario
     from fedsim.records import array_view, record_nbytes
-    from fedsim.scenario import load_scenario
 
     sc = load_scenario(creamfl_scenario(write_scenario))
     strategy, grid, arrays, sent, replies, _, new_arrays, _ = run_round(sc)
@@ -178,7 +178,7 @@ def test_messages_carry_representations_only(write_scenario) -> None:
 
 
 def test_round_without_text_clients_distils_images_only(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
 
     sc = load_scenario(creamfl_scenario(write_scenario, modalities=("image",)))
     strategy, _, _, _, _, after_public, _, metrics = run_round(sc)
@@ -195,7 +195,7 @@ def test_round_without_text_clients_distils_images_only(write_scenario) -> None:
 
 
 def test_round_without_any_representation_skips_distillation(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
 
     sc = load_scenario(creamfl_scenario(write_scenario, public_only=True))
     strategy, _, _, sent, replies, after_public, _, metrics = run_round(sc)
@@ -207,7 +207,7 @@ def test_round_without_any_representation_skips_distillation(write_scenario) -> 
 
 
 def test_ensemble_and_mean_differ_only_in_weights(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
 
     ens = run_round(load_scenario(creamfl_scenario(write_scenario)))[7]
     mean = run_round(load_scenario(creamfl_scenario(write_scenario, aggregation="mean")))[7]
@@ -248,7 +248,7 @@ def test_tiny_run_through_cli(write_scenario, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("variant", ["", "_public_only", "_mean", "_no_inter", "_no_intra"])
 def test_shipped_scenarios_validate(variant: str) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.creamfl import params_of
 
     root = Path(__file__).parents[1]
@@ -264,7 +264,7 @@ def test_shipped_scenarios_validate(variant: str) -> None:
 
 
 def test_wide_clients_scenario_is_run_d_of_the_readme() -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.creamfl import model_params, params_of
 
     root = Path(__file__).parents[1]
@@ -300,7 +300,7 @@ def test_resume_restores_client_models_and_server_optimizer(write_scenario, dist
 
 
 def test_distillation_optimizer_is_the_public_one_or_its_own(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
 
     shared, *_ = run_round(load_scenario(creamfl_scenario(write_scenario)))
     assert shared.distil_optimizer is shared.optimizer
@@ -317,8 +317,8 @@ def test_distillation_optimizer_is_the_public_one_or_its_own(write_scenario) -> 
 
 
 def test_clients_reach_the_server_only_through_distillation(write_scenario) -> None:
+    from fedsim.loader import load_scenario
     from fedsim.records import arrays_to_numpy
-    from fedsim.scenario import load_scenario
 
     kd0 = run_round(load_scenario(creamfl_scenario(write_scenario, kd_weight=0.0)))[6]
     alone = run_round(load_scenario(creamfl_scenario(write_scenario, public_only=True)))[6]
@@ -329,8 +329,8 @@ def test_clients_reach_the_server_only_through_distillation(write_scenario) -> N
 
 
 def test_server_warmup_rounds_run_as_the_public_only_baseline(write_scenario) -> None:
+    from fedsim.loader import load_scenario
     from fedsim.records import arrays_to_numpy
-    from fedsim.scenario import load_scenario
 
     warm = load_scenario(creamfl_scenario(write_scenario, server_warmup_rounds=1))
     *_, sent, replies, _, arrays, metrics = run_round(warm, server_round=1)
@@ -348,8 +348,8 @@ def test_server_warmup_rounds_run_as_the_public_only_baseline(write_scenario) ->
 
 def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
     from clients.creamfl import MODEL_KEY, private_epochs
+    from fedsim.loader import load_scenario
     from fedsim.records import arrays_to_numpy
-    from fedsim.scenario import load_scenario
     from fedsim.strategies.creamfl import params_of
 
     # (write_scenario writes one file: load each scenario before writing the next)

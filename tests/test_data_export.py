@@ -11,7 +11,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedsim.data.export import PartitionFileError, export_partitions, fingerprint, node_partition
-from fedsim.scenario import load_scenario
+from fedsim.loader import load_scenario
 from fedsim.workspace import client_data
 from tests.helpers import cli
 

@@ -88,9 +88,9 @@ def fedloge_scenario(write_scenario, **extra):
 
 def test_local_head_never_leaves_the_client_and_ssec_is_frozen(write_scenario) -> None:
     from clients.app import app
+    from fedsim.loader import load_scenario
     from fedsim.records import array_view
     from fedsim.runtimes.inprocess import InProcessGrid
-    from fedsim.scenario import load_scenario
     from fedsim.strategies import build_strategy
     from fedsim.strategies.fedloge import params_of, worker_net
 
@@ -183,7 +183,7 @@ def test_resume_restores_local_heads(write_scenario) -> None:
 
 
 def test_ssec_keeps_a_frozen_random_bias_unless_asked_not_to(write_scenario) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.fedloge import build_net
 
     sc = load_scenario(fedloge_scenario(write_scenario))
@@ -202,10 +202,10 @@ def test_local_evaluation_on_the_authors_terms(write_scenario) -> None:
     """Masked by the classes of the client's local test set; phi + psi, and realigned beside."""
     from clients.app import app
     from clients.fedloge import local_head
+    from fedsim.loader import load_scenario
     from fedsim.metrics import local_class_groups, mask_absent
     from fedsim.records import load_arrays
     from fedsim.runtimes.inprocess import InProcessGrid
-    from fedsim.scenario import load_scenario
     from fedsim.strategies import build_strategy
     from fedsim.strategies.fedloge import build_net
     from fedsim.workspace import client_data

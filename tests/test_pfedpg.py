@@ -225,9 +225,9 @@ def client_rows(run: Path, phase: str) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_tiny_runs_keep_backbone_heads_and_count_bytes(tmp_path: Path, algorithm: str) -> None:
+    from fedsim.loader import load_scenario
     from fedsim.methods.pfedpg import file_sha256
     from fedsim.runner import start_run
-    from fedsim.scenario import load_scenario
     from fedsim.strategies.pfedpg import backbone_of, frozen_encoder
 
     path = prompt_scenario(tmp_path, algorithm)
@@ -262,7 +262,7 @@ def test_tiny_runs_keep_backbone_heads_and_count_bytes(tmp_path: Path, algorithm
 
 
 def test_clients_never_see_the_public_split(tmp_path: Path) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.pfedpg import prompt_client_data, public_split
     from fedsim.workspace import federated_data
 
@@ -282,7 +282,7 @@ def test_clients_never_see_the_public_split(tmp_path: Path) -> None:
 
 
 def test_scenario_attention_logit_std_reaches_the_generator(tmp_path: Path) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.pfedpg import initial_prompts, new_generator
 
     path = prompt_scenario(tmp_path, "pfedpg")
@@ -295,7 +295,7 @@ def test_scenario_attention_logit_std_reaches_the_generator(tmp_path: Path) -> N
 
 
 def test_fedvpt_averages_deltas_by_sample_count(tmp_path: Path) -> None:
-    from fedsim.scenario import load_scenario
+    from fedsim.loader import load_scenario
     from fedsim.strategies.pfedpg import FedVPT, prompt_record, tensor_of
 
     sc = load_scenario(prompt_scenario(tmp_path, "fedvpt"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsim.errors import UserError
-from fedsim.scenario import ScenarioError, load_scenario
+from fedsim.errors import ConfigError, UserError
+from fedsim.loader import load_scenario
 from fedsim.system.availability import MarkovOnOff, TraceAvailability, read_trace
 
 MIX = [{"share": 1.0, "device": "rpi4", "network": "wifi"}]
@@ -95,13 +95,13 @@ def test_malformed_trace_one_line_error_with_file_and_line(tmp_path: Path, text:
 def test_scenario_with_malformed_trace(write_scenario, tmp_path: Path) -> None:
     trace = write(tmp_path, "partition_id,start_s,end_s\n0,0,x\n")
     system = {"mix": MIX, "availability": {"model": "trace", "trace": str(trace)}}
-    with pytest.raises(ScenarioError) as err:
+    with pytest.raises(ConfigError) as err:
         load_scenario(write_scenario({"system": system}))
     msg = str(err.value)
     assert "\n" not in msg
     assert "system.availability.trace:" in msg and f"{trace}, line 2" in msg
     missing = {"mix": MIX, "availability": {"model": "trace", "trace": str(tmp_path / "nope.csv")}}
-    with pytest.raises(ScenarioError, match=r"nope\.csv: no such trace file"):
+    with pytest.raises(ConfigError, match=r"nope\.csv: no such trace file"):
         load_scenario(write_scenario({"system": missing}))
 
 
@@ -124,14 +124,14 @@ def test_scenario_with_malformed_trace(write_scenario, tmp_path: Path) -> None:
     ],
 )
 def test_system_section_errors(write_scenario, system: dict, expected: str) -> None:
-    with pytest.raises(ScenarioError) as err:
+    with pytest.raises(ConfigError) as err:
         load_scenario(write_scenario({"system": system}))
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_profile_lists_the_known_ones(write_scenario) -> None:
     bad = {"mix": [{"share": 1.0, "device": "toaster", "network": "wifi"}]}
-    with pytest.raises(ScenarioError) as err:
+    with pytest.raises(ConfigError) as err:
         load_scenario(write_scenario({"system": bad}))
     assert "expected one of: gpu-server, jetson-nano, jetson-orin, rpi4, " in str(err.value)
 

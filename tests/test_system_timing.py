@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedsim.scenario import RoundPolicySpec, SystemSpec
+from fedsim.config import RoundPolicySpec, SystemSpec
 from fedsim.system.clock import POLICIES, assign_profiles, status_of
 from fedsim.system.profiles import DEVICES, NETWORKS, DeviceProfile, NetworkProfile
 from fedsim.system.timing import ClientTiming, energy_j, transfer_s
@@ -102,7 +102,7 @@ def test_registries_hold_the_documented_profiles() -> None:
 
 
 def test_sampler_draws_only_available_partitions_deterministically() -> None:
-    from fedsim.scenario import Scenario
+    from fedsim.config import Scenario
     from fedsim.strategies import build_strategy
     from fedsim.strategies.base import NodeInfo
 
@@ -119,7 +119,7 @@ def test_sampler_draws_only_available_partitions_deterministically() -> None:
 
 
 def test_compute_models() -> None:
-    from fedsim.scenario import Scenario
+    from fedsim.config import Scenario
     from fedsim.system.compute import COMPUTE_MODELS, host_gflops, train_flops_per_sample
 
     sc = Scenario(name="s", rounds=1, model={"name": "mlp", "hidden": [16]}, train={"local_epochs": 3})

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from fedsim.config import Params
 from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
 from fedsim.data.cifar import read_cifar10, read_cifar100
 from fedsim.data.imagefolder import read_imagefolder
 from fedsim.data.shapes import SHAPES, generate_shapes
-from fedsim.registry import Params, Registry
+from fedsim.registry import Registry
 
 Loader = Callable[[Any, int], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from fedsim.config import NoParams, Params
 from fedsim.data.partition import PARTITIONERS, iid
-from fedsim.registry import NoParams, Params, Registry
+from fedsim.registry import Registry
 
 SALT_NOISE = 0xD0A1
 

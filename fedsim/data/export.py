@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsim.config import Scenario
 from fedsim.errors import UserError
-from fedsim.scenario import Scenario
 from fedsim.workspace import ClientData, client_data, federated_data
 
 FORMAT = "fedsim-partition/1"

@@ -23,8 +23,9 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, Field
 
+from fedsim.config import NoParams, Params
 from fedsim.errors import UserError
-from fedsim.registry import NoParams, Params, Registry
+from fedsim.registry import Registry
 
 Partitioner = Callable[[np.ndarray, int, BaseModel, np.random.Generator], list[np.ndarray]]
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")

@@ -8,9 +8,9 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
+from fedsim.config import Params
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
-from fedsim.registry import Params
 
 
 class MLPParams(Params):

@@ -21,9 +21,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from fedsim.config import Params
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
-from fedsim.registry import Params
 
 Channels = tuple[Annotated[int, Field(ge=1, le=1024)], ...]
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from fedsim.config import Params
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
-from fedsim.registry import Params
 
 
 class ResNetParams(Params):

@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from fedsim.config import Params
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape
-from fedsim.registry import Params
 
 
 class ViTParams(Params):

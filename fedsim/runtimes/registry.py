@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fedsim.config import Scenario
 from fedsim.registry import Registry
 from fedsim.runstore import RunFolder
-from fedsim.scenario import Scenario
 
 
 @dataclass(frozen=True)

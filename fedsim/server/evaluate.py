@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord
 
+from fedsim.config import Scenario
 from fedsim.metrics import server_group_accuracy
 from fedsim.records import load_arrays
-from fedsim.scenario import Scenario
 from fedsim.training import evaluate
 from fedsim.workspace import federated_data, worker_model
 

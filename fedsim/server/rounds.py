@@ -18,9 +18,9 @@ from typing import Any, Protocol
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.config import Scenario
 from fedsim.errors import RunFailed
 from fedsim.records import record_nbytes
-from fedsim.scenario import Scenario
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
 from fedsim.system.clock import SystemModel
 

@@ -17,8 +17,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.config import Scenario
 from fedsim.records import weighted_average
-from fedsim.scenario import Scenario
 
 #: Metric keys a client reports for bookkeeping; they are not averaged.
 BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s")

@@ -39,6 +39,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from pydantic import Field
 
+from fedsim.config import Params, Scenario
 from fedsim.data.captions import vocabulary
 from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
 from fedsim.errors import UserError
@@ -52,8 +53,6 @@ from fedsim.methods.creamfl import (
 )
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
 from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
-from fedsim.registry import Params
-from fedsim.scenario import Scenario
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedsim.registry import NoParams
-from fedsim.scenario import Scenario
+from fedsim.config import NoParams, Scenario
 from fedsim.strategies.base import FedsimStrategyMixin, aggregate_evaluation, aggregate_metrics
 from fedsim.strategies.registry import STRATEGIES
 

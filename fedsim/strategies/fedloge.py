@@ -21,11 +21,10 @@ from flwr.app import ArrayRecord
 from pydantic import Field
 from torch import nn
 
+from fedsim.config import Params, Scenario
 from fedsim.methods.fedloge import cached_ssec, realign_generic
 from fedsim.metrics import server_group_accuracy
 from fedsim.records import load_arrays, model_to_arrays
-from fedsim.registry import Params
-from fedsim.scenario import Scenario
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES
 from fedsim.training import derive_seed

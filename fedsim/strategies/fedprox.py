@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fedsim.registry import Params
-from fedsim.scenario import Scenario
+from fedsim.config import Params, Scenario
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES
 

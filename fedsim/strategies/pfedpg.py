@@ -39,6 +39,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from pydantic import BaseModel, Field, field_validator
 
+from fedsim.config import Params, Scenario
 from fedsim.data.domains import DomainsParams, client_style, styled
 from fedsim.errors import UserError
 from fedsim.methods.pfedpg import (
@@ -54,8 +55,6 @@ from fedsim.methods.pfedpg import (
 from fedsim.models import MODELS
 from fedsim.models.vit import ViTEncoder
 from fedsim.records import array_view, load_arrays, model_to_arrays, record_nbytes, to_array
-from fedsim.registry import Params
-from fedsim.scenario import Scenario
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.registry import STRATEGIES

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from fedsim.config import Scenario
 from fedsim.registry import Registry
-from fedsim.scenario import Scenario
 from fedsim.strategies.base import FedsimStrategyMixin
 
 StrategyFactory = Callable[[Scenario, BaseModel], FedsimStrategyMixin]

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from fedsim.config import RoundPolicySpec, Scenario, SystemSpec
 from fedsim.errors import UserError
-from fedsim.scenario import RoundPolicySpec, Scenario, ScenarioError, SystemSpec
-from fedsim.system.availability import AVAILABILITY, read_trace
+from fedsim.system.availability import AVAILABILITY
 from fedsim.system.compute import COMPUTE_MODELS
 from fedsim.system.profiles import DEVICES, NETWORKS, DeviceProfile, NetworkProfile
 from fedsim.system.timing import ClientTiming, energy_j, transfer_s
@@ -41,16 +41,6 @@ from fedsim.system.timing import ClientTiming, energy_j, transfer_s
 #: Seed-sequence tags (keep the system model's draws apart from sampling and training).
 ASSIGN_TAG = 0x5157
 JITTER_TAG = 0x7177
-
-
-def check_system(scenario: Scenario, source: str) -> None:
-    """Scenario checks beyond the schema: the availability trace must be readable."""
-    spec = scenario.system
-    if spec is not None and spec.availability.model == "trace":
-        try:
-            read_trace(spec.availability.trace, scenario.clients.num)  # type: ignore[arg-type]
-        except UserError as exc:
-            raise ScenarioError(f"{source}: system.availability.trace: {exc}") from None
 
 
 def assign_profiles(

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from fedsim.scenario import Scenario
+from fedsim.config import Scenario
 from fedsim.system.profiles import DeviceProfile
 
 #: Samples in the batch whose training step is counted or timed.

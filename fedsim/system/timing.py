@@ -18,15 +18,27 @@ from dataclasses import dataclass
 from fedsim.system.profiles import DeviceProfile, NetworkProfile
 
 
-def transfer_s(nbytes: int, mbps: float, link: NetworkProfile, jitter_u: float = 0.5) -> float:
-    """Seconds to move ``nbytes`` over a link of ``mbps`` Mbit/s.
+def serialisation_s(wire_bytes: float, mbps: float) -> float:
+    """Seconds a link of ``mbps`` Mbit/s is busy sending ``wire_bytes`` (retransmissions included)."""
+    return wire_bytes * 8 / (mbps * 1e6)
 
-    ``bytes * 8 / rate / (1 - loss)`` plus a one-way delay ``RTT/2 + jitter * (2u - 1)``
-    (never negative), where ``u`` in [0, 1) is a seeded uniform draw (0.5: no jitter).
+
+def link_delay_s(rtt_ms: float, jitter_ms: float, u: float = 0.5) -> float:
+    """One-way delay in seconds: ``RTT/2 + jitter * (2u - 1)``, never negative, for a
+    uniform draw ``u`` in [0, 1) (0.5: no jitter)."""
+    return max(0.0, rtt_ms / 2 + jitter_ms * (2 * u - 1)) / 1000
+
+
+def transfer_s(nbytes: int, mbps: float, link: NetworkProfile, jitter_u: float = 0.5) -> float:
+    """Expected seconds to move ``nbytes`` over a link of ``mbps`` Mbit/s.
+
+    Lost packets are sent again, so the link carries ``bytes / (1 - loss)`` on average;
+    the edge testbed's shaper (:mod:`edge.shaper`) uses the same two terms with the
+    retransmissions drawn packet by packet instead of their expectation.
     """
-    serialise = nbytes * 8 / (mbps * 1e6) / (1.0 - link.loss)
-    delay = max(0.0, link.rtt_ms / 2 + link.jitter_ms * (2 * jitter_u - 1)) / 1000
-    return serialise + delay
+    return serialisation_s(nbytes / (1.0 - link.loss), mbps) + link_delay_s(
+        link.rtt_ms, link.jitter_ms, jitter_u
+    )
 
 
 @dataclass(frozen=True)

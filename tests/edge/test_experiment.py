@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from edge.experiment import Experiment, experiment_data, load_experiment, raw_uint8
-from fedsim.scenario import ScenarioError
+from edge.experiment import experiment_data, raw_uint8
+from fedsim.config import Experiment
+from fedsim.errors import ConfigError
+from fedsim.loader import load_experiment
 
 BASE: dict[str, Any] = {
     "name": "exp",
@@ -29,7 +31,7 @@ def write(tmp_path: Path, extra: dict[str, Any] | None = None, drop: tuple[str, 
 
 
 def error_of(path: Path, overrides: list[str] | None = None) -> str:
-    with pytest.raises(ScenarioError) as info:
+    with pytest.raises(ConfigError) as info:
         load_experiment(path, overrides)
     return str(info.value)
 
@@ -105,7 +107,7 @@ def test_overrides_applied_and_named(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
-    assert "no such scenario file" in error_of(tmp_path / "nope.yaml")
+    assert "no such file; expected a YAML experiment file" in error_of(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     assert "not valid YAML at line" in error_of(bad)

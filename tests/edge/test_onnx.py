@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from edge.bottlefit import inject_bottleneck
-from edge.experiment import experiment_data, load_experiment
+from edge.experiment import experiment_data
 from edge.onnx_export import ATOL, OrtModel, check_parity, export_run, export_split
 from edge.resnet import small_resnet
+from fedsim.loader import load_experiment
 
 
 @pytest.fixture(scope="module")

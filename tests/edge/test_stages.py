@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from edge.bottlefit import SplitClassifier, inject_bottleneck, teacher_stages
-from edge.experiment import Experiment
 from edge.resnet import small_resnet
 from edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_stage
 from edge.teacher import obtain_teacher, teacher_key
+from fedsim.config import Experiment
 from fedsim.data import make_dataset
 
 EXP = Experiment.model_validate(

@@ -141,12 +141,13 @@ def test_bench_writes_every_configuration_and_the_comparison(tiny_onnx: Path, tm
 
 
 def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None:
-    from edge.bench import configurations, load_bench
+    from edge.bench import configurations
     from fedsim.errors import UserError
+    from fedsim.loader import load_bench
 
     for extra, message in (
-        ({"devices": ["pixel"]}, "devices.0: unknown device 'pixel'"),
-        ({"networks": ["5g"]}, "networks.0: unknown network '5g'"),
+        ({"devices": ["pixel"]}, "devices.0: unknown device profile 'pixel'"),
+        ({"networks": ["5g"]}, "networks.0: unknown network profile '5g'"),
         ({"meter": "joulescope"}, "meter: unknown meter 'joulescope'"),
         (
             {"model": {"onnx": "a", "run": "b"}},
@@ -158,14 +159,15 @@ def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None
     with pytest.raises(UserError, match=r"bottlenecks \[9\] are not in the model; expected some of \[1, 3\]"):
         configurations(load_bench(_bench_file(tmp_path, tiny_onnx, bottlenecks=[9])), [1, 3])
     res = cli("edge", "bench", str(_bench_file(tmp_path, tiny_onnx, devices=["pixel"])), cwd=tmp_path)
-    assert res.returncode == 2 and "unknown device 'pixel'" in res.stderr
+    assert res.returncode == 2 and "unknown device profile 'pixel'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing written for a bad file
 
 
 def test_timing_model_is_exported_once_and_served(tmp_path: Path) -> None:
-    from edge.bench import TimingSpec, timing_model
+    from edge.bench import timing_model
     from edge.server import ServedModel
+    from fedsim.config import TimingSpec
 
     spec = TimingSpec(arch="resnet18", image_size=64, channels=[2], test_images=10)
     lines: list[str] = []

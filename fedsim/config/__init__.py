@@ -1,0 +1,88 @@
+"""Every experiment file's schema: a leaf of fedsim, importing nothing of it but its errors.
+
+A file names its kind with ``kind:`` (``fl`` when absent): a federated-learning scenario
+(:class:`Scenario`), a BottleFit experiment (:class:`Experiment`) or an edge bench
+(:class:`Bench`), validated as one discriminated union (:func:`parse`). Specs they share
+(a dataset, an output folder, a network link) are defined once (:mod:`.common`). Reading
+files, ``base:`` and overrides: :mod:`.files`; sweeps: :mod:`.sweep`. The registries'
+checks of named components (datasets, models, algorithms, profiles...) happen above, in
+:mod:`fedsim.loader`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from fedsim.config.base import NAME_PATTERN, Component, Document, NoParams, Params, Strict
+from fedsim.config.bench import Bench, BenchModelSpec, TimingSpec
+from fedsim.config.bottlefit import Experiment, ImageDataSpec
+from fedsim.config.common import DatasetSpec, LinkSpec, OutputSpec
+from fedsim.config.files import (
+    ConfigError,
+    apply_overrides,
+    format_validation_error,
+    read_document,
+    read_yaml,
+)
+from fedsim.config.fl import OptimizerSpec, RoundPolicySpec, Scenario, SystemSpec, scenario_from_json
+
+#: The kind of a file without ``kind:``.
+DEFAULT_KIND = "fl"
+#: Each kind's schema.
+SCHEMAS: dict[str, type[Document]] = {"fl": Scenario, "bottlefit": Experiment, "edge-bench": Bench}
+
+AnyFile = Annotated[Scenario | Experiment | Bench, Field(discriminator="kind")]
+_ANY = TypeAdapter(AnyFile)
+
+
+def kind_of(raw: dict[str, Any], source: str) -> str:
+    """The ``kind:`` of a file's mapping (``fl`` when absent)."""
+    kind = raw.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str) or kind not in SCHEMAS:
+        raise ConfigError(
+            f"{source}: kind: unknown kind {kind!r}; expected one of: {', '.join(sorted(SCHEMAS))}"
+        )
+    return kind
+
+
+def parse(raw: dict[str, Any], source: str, context: dict[str, Any] | None = None) -> Document:
+    """Validate a file's mapping against the schema of its kind (one line per problem)."""
+    kind = kind_of(raw, source)
+    try:
+        return _ANY.validate_python({**raw, "kind": kind}, context=context)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, SCHEMAS[kind], tagged=True)) from None
+
+
+__all__ = [
+    "DEFAULT_KIND",
+    "NAME_PATTERN",
+    "SCHEMAS",
+    "Bench",
+    "BenchModelSpec",
+    "Component",
+    "ConfigError",
+    "DatasetSpec",
+    "Document",
+    "Experiment",
+    "ImageDataSpec",
+    "LinkSpec",
+    "NoParams",
+    "OptimizerSpec",
+    "OutputSpec",
+    "Params",
+    "RoundPolicySpec",
+    "Scenario",
+    "Strict",
+    "SystemSpec",
+    "TimingSpec",
+    "apply_overrides",
+    "format_validation_error",
+    "kind_of",
+    "parse",
+    "read_document",
+    "read_yaml",
+    "scenario_from_json",
+]

@@ -1,0 +1,99 @@
+"""The schema of an edge bench (``kind: edge-bench``; ``fedsim edge bench``): local computing vs
+edge offloading vs split computing, for every device x network x bottleneck C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from fedsim.config.base import NAME_PATTERN, Document, Strict
+from fedsim.config.common import LinkSpec, OutputSpec
+
+#: A registered network profile's name (wifi, lte, 3g; none: no shaping), or a link of one's own.
+Network = Annotated[
+    Annotated[str, Tag("name")] | Annotated[LinkSpec, Tag("link")],
+    Discriminator(lambda v: "name" if isinstance(v, str) else "link"),
+]
+#: Power meters (edge.power.METERS, and ``auto``: the best one this machine has).
+Meter = Literal["auto", "model", "rapl", "jtop", "ina219", "nvml", "csv"]
+
+#: Defaults of a worker run, shared by the bench file, ``fedsim edge worker`` and
+#: ``edge.worker.WorkerConfig``: measured requests, unmeasured ones before them, the meter
+#: (the profile's power model: it works on every machine and for emulated devices).
+REQUESTS = 100
+WARMUP = 5
+METER: Meter = "model"
+
+
+class TimingSpec(Strict):
+    """An untrained ImageNet-size model, for latency and energy only (accuracy is meaningless).
+
+    Latency and energy do not depend on the weights, so a randomly initialised ResNet
+    with a BottleFit bottleneck shows where split computing pays off at the scale the
+    paper measured, without training it here.
+    """
+
+    arch: Literal["resnet18", "resnet50", "resnet152"] = "resnet18"
+    image_size: int = Field(224, ge=32, le=512)
+    split: Literal["layer1", "layer2", "layer3"] = "layer2"
+    channels: list[int] = Field(default_factory=lambda: [12], min_length=1)
+    num_classes: int = Field(10, ge=2)
+    test_images: int = Field(50, ge=10)
+
+
+class BenchModelSpec(Strict):
+    """Where the served model comes from: exactly one of ``onnx``, ``run``, ``train``, ``timing``."""
+
+    onnx: Path | None = Field(None, description="an ONNX folder written by fedsim edge export")
+    run: Path | None = Field(None, description="an edge run folder (exported on first use)")
+    train: Path | None = Field(None, description="an edge experiment file, trained once and cached")
+    set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the experiment")
+    timing: TimingSpec | None = Field(None, description="an untrained model for latency and energy only")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BenchModelSpec:
+        given = [k for k in ("onnx", "run", "train", "timing") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"expected exactly one of onnx, run, train, timing; got {', '.join(given) or 'none'}"
+            )
+        return self
+
+
+class ServerSpec(Strict):
+    """The tail server the bench starts."""
+
+    device: str = "gpu-server"
+    workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+    max_message_bytes: int = Field(4 << 20, ge=1024)
+
+
+class Bench(Document):
+    """A bench file; see the module docstring."""
+
+    kind: Literal["edge-bench"] = Field("edge-bench", description="the kind of file: an edge bench")
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = 0
+    model: BenchModelSpec
+    server: ServerSpec = ServerSpec()
+    modes: list[Literal["local", "offload", "split"]] = Field(
+        default_factory=lambda: ["local", "offload", "split"], min_length=1
+    )
+    devices: list[str] = Field(default_factory=lambda: ["jetson-nano", "rpi4"], min_length=1)
+    networks: list[Network] = Field(
+        default_factory=lambda: ["wifi", "lte", "3g"],
+        min_length=1,
+        description="registered profile names (fedsim.system.profiles) or links of one's own",
+    )
+    bottlenecks: list[int] | None = Field(None, description="C values to run (default: every served C)")
+    requests: int = Field(REQUESTS, ge=1)
+    warmup: int = Field(WARMUP, ge=0)
+    meter: Meter = METER
+    meter_period_s: float = Field(0.1, gt=0)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    stream: bool = False
+    threads: int = Field(1, ge=1, description="onnxruntime threads on the (emulated) device")
+    output: OutputSpec = OutputSpec()

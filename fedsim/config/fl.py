@@ -1,0 +1,211 @@
+"""The schema of a federated-learning scenario (``kind: fl``, the default).
+
+A scenario is validated in two passes before anything runs: structure (these models:
+unknown keys, types, ranges), then components (each named dataset, partitioner, model,
+algorithm, runtime and device or network profile validates against its registry, in the
+loader, :mod:`fedsim.loader`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fedsim.config.base import NAME_PATTERN, Component, Document, Strict
+from fedsim.config.common import DatasetSpec, OutputSpec
+
+
+class LongTail(Strict):
+    """Long-tailed training set: n_c = n_max * IF^(-c/(C-1))."""
+
+    imbalance_factor: float = Field(ge=1, description="n_max / n_min")
+
+
+class DataSpec(DatasetSpec):
+    """Dataset, its options, partition and local test sets."""
+
+    dataset: str = "digits"
+    partition: Component = Component(name="iid")
+    long_tail: LongTail | None = None
+    local_test: bool = True
+
+
+class ModelSpec(Component):
+    """The model: ``name`` plus its parameters."""
+
+    name: str = "cnn"
+
+
+class AlgorithmSpec(Component):
+    """The algorithm: ``name`` plus its parameters."""
+
+    name: str = "fedavg"
+
+
+class ClientsSpec(Strict):
+    """How many clients exist and how many take part in each round."""
+
+    num: int = Field(10, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1)
+    min: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _min_at_most_num(self) -> ClientsSpec:
+        if self.min > self.num:
+            raise ValueError(f"min ({self.min}) must be at most num ({self.num})")
+        return self
+
+    def per_round(self) -> int:
+        """Clients sampled in each training round."""
+        return min(self.num, max(self.min, int(self.num * self.fraction)))
+
+
+class OptimizerSpec(Strict):
+    """Client optimiser (fresh every round)."""
+
+    name: str = Field("sgd", pattern="^(sgd|adam)$")
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainSpec(Strict):
+    """Local training on each client."""
+
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: OptimizerSpec = OptimizerSpec()
+
+
+class EvaluationSpec(Strict):
+    """Evaluation cadence in rounds (0 disables)."""
+
+    server_every: int = Field(1, ge=0)
+    clients_every: int = Field(1, ge=0)
+    client_fraction: float = Field(1.0, gt=0, le=1)
+
+
+class RaySpec(Strict):
+    """Options of the ``ray`` runtime."""
+
+    address: str | None = Field(None, description="join this Ray cluster; None starts one")
+    num_cpus: int = Field(1, ge=1, description="CPUs per client actor (Flower takes whole CPUs)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per client actor")
+
+
+class DeploymentSpec(Strict):
+    """Options of the ``deployment`` runtime (a SuperLink someone runs)."""
+
+    superlink: str | None = Field(None, description="the SuperLink's HOST:PORT (its HTTP API)")
+    root_certificates: Path | None = Field(None, description="CA certificate of a TLS SuperLink")
+
+    @field_validator("root_certificates")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to the working directory, stored absolute."""
+        return None if value is None else value.expanduser().absolute()
+
+
+class RuntimeSpec(Strict):
+    """Which runtime executes the apps, and its options."""
+
+    name: str = "inprocess"
+    ray: RaySpec = RaySpec()
+    deployment: DeploymentSpec = DeploymentSpec()
+
+
+class FLOutputSpec(OutputSpec):
+    """Where the run folder goes and how often it is checkpointed."""
+
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+
+
+class MixEntry(Strict):
+    """A share of the clients on one device profile and one network profile (names checked
+    against the profiles by the loader)."""
+
+    share: float = Field(gt=0, le=1)
+    device: str
+    network: str
+
+
+class AvailabilitySpec(Strict):
+    """When clients are reachable (see :mod:`fedsim.system.availability`)."""
+
+    model: Literal["always", "markov", "trace"] = "always"
+    mean_on_s: float | None = Field(None, gt=0, description="markov: mean on-period (virtual s)")
+    mean_off_s: float | None = Field(None, gt=0, description="markov: mean off-period (virtual s)")
+    trace: Path | None = Field(None, description="trace: CSV partition_id,start_s,end_s")
+
+    @field_validator("trace")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to the working directory, stored absolute (runtimes may run elsewhere)."""
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _keys_of_model(self) -> AvailabilitySpec:
+        needs = {"always": (), "markov": ("mean_on_s", "mean_off_s"), "trace": ("trace",)}
+        for key in ("mean_on_s", "mean_off_s", "trace"):
+            given = getattr(self, key) is not None
+            if given != (key in needs[self.model]):
+                verb = "requires" if not given else "does not take"
+                raise ValueError(f"availability model {self.model!r} {verb} {key}")
+        return self
+
+
+class RoundPolicySpec(Strict):
+    """When a round closes: all sampled clients, a deadline, or the first K of an over-committed cohort."""
+
+    policy: Literal["wait_all", "deadline", "overcommit"] = "wait_all"
+    deadline_s: float | None = Field(None, gt=0, description="deadline: seconds after the round starts")
+    overcommit: float = Field(1.3, ge=1, description="overcommit: sample ceil(overcommit * K), keep first K")
+
+    @model_validator(mode="after")
+    def _deadline_given(self) -> RoundPolicySpec:
+        if (self.policy == "deadline") != (self.deadline_s is not None):
+            raise ValueError("deadline_s is required by, and only by, policy 'deadline'")
+        return self
+
+
+class SystemSpec(Strict):
+    """Device and network heterogeneity, availability and a round policy (virtual time)."""
+
+    mix: list[MixEntry] = Field(min_length=1)
+    compute: Literal["flops", "measured"] = Field(
+        "flops", description="flops: counted FLOPs / throughput (deterministic); measured: cpu_s scaled"
+    )
+    availability: AvailabilitySpec = AvailabilitySpec()
+    round: RoundPolicySpec = RoundPolicySpec()
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> SystemSpec:
+        total = sum(m.share for m in self.mix)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mix shares must sum to 1 (they sum to {total:g})")
+        return self
+
+
+class Scenario(Document):
+    """One experiment."""
+
+    kind: Literal["fl"] = Field("fl", description="the kind of file: a federated-learning scenario")
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(ge=1)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    algorithm: AlgorithmSpec = AlgorithmSpec()
+    clients: ClientsSpec = ClientsSpec()
+    train: TrainSpec = TrainSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    output: FLOutputSpec = FLOutputSpec()
+    system: SystemSpec | None = None
+
+
+def scenario_from_json(text: str) -> Scenario:
+    """Rebuild a resolved scenario from :meth:`Scenario.to_json` (no re-checks)."""
+    return Scenario.model_validate_json(text)
