@@ -5,8 +5,9 @@ describes (its ``base:`` chain merged, the overrides applied) and the name that 
 messages use; the loader above validates it.
 
 ``base: other.yaml`` (relative to the file) starts from that file's mapping: mappings are
-merged key by key, any other value (a list, a number) replaces the base's. A base may
-have a base; a cycle or a missing file is a one-line error.
+merged key by key, any other value (a list, a number) replaces the base's, and ``null``
+removes a key the base sets. A base may have a base; a cycle or a missing file is a
+one-line error.
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` on top: mappings merged key by key, other values replaced."""
+    """``base`` with ``extra`` on top: mappings merged key by key, other values replaced,
+    and a key set to ``null`` removed (so a file can drop what its base sets)."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

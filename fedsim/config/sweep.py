@@ -9,10 +9,21 @@
 
 Each cell of the grid (every combination, in the order the keys are given) is the file with
 the cell's values applied: a value for a key path replaces it; a mapping given for a
-section is merged into that section (``{}`` keeps it as it is). Key paths may be written
-flat (``algorithm.name``) or nested (``algorithm: {name: [...]}``; a list is a leaf), so
-``--set sweep.seed=[0]`` narrows a grid as any other override does. A cell is named by its
-values (``algorithm.name=fedvpt,seed=1``), which names its run folder.
+section is merged into that section (``{}`` keeps it as it is, ``key: null`` removes a
+key). The key ``case`` holds mappings merged at the top level of the file, for settings
+that change several sections together. A mapping may carry ``label: NAME``, which names
+it in the cell (and is not merged). Key paths may be written flat (``algorithm.name``)
+or nested (``algorithm: {name: [...]}``; a list is a leaf), so ``--set sweep.seed=[0]``
+narrows a grid as any other override does. A cell is named by its values
+(``case=dir01,algorithm.name=fedvpt,seed=1``), which names its run folder.
+
+.. code-block:: yaml
+
+    sweep:
+      case:
+        - {label: domains, data: {partition: {name: domains}}, clients: {num: 4}}
+        - {label: dir01, data: {partition: {name: dirichlet, alpha: 0.1}}, clients: {num: 10}}
+      seed: [0, 1, 2]
 """
 
 from __future__ import annotations
@@ -29,6 +40,10 @@ from fedsim.errors import ConfigError
 
 #: Most cells a grid may have.
 MAX_CELLS = 1000
+#: The grid key whose values are merged at the top level of the file.
+CASE = "case"
+#: The key of a mapping value that names it (not merged).
+LABEL = "label"
 
 
 @dataclass(frozen=True)
@@ -39,11 +54,18 @@ class Cell:
 
     @property
     def label(self) -> str:
-        """``path=value,...`` (a mapping given for a section as its own key paths; ``{}`` as
-        ``section=default``): what the cell's run folder is named after."""
+        """``path=value,...`` (a mapping as its own key paths, or as ``path=LABEL`` when it
+        carries a label; ``{}`` as ``path=default``): what the cell's run folder is named after."""
         parts = []
         for path, value in self.values:
-            flat = _flatten(value, f"{path}.") if isinstance(value, dict) else [(path, value)]
+            if isinstance(value, dict) and LABEL in value:
+                parts.append(f"{path}={value_label(value[LABEL])}")
+                continue
+            flat = (
+                _flatten(value, "" if path == CASE else f"{path}.")
+                if isinstance(value, dict)
+                else [(path, value)]
+            )
             parts += [f"{k}={value_label(v)}" for k, v in flat] or [f"{path}=default"]
         return ",".join(parts)
 
@@ -53,9 +75,15 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", self.label)[:200]
 
     def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """``raw`` with this cell's values set (mappings merged into their section)."""
+        """``raw`` with this cell's values set (mappings merged into their section, ``case``
+        at the top level)."""
         out = merge(raw, {})
         for path, value in self.values:
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != LABEL}
+            if path == CASE:
+                out = merge(out, value)
+                continue
             *parents, last = path.split(".")
             node = out
             for part in parents:
@@ -105,6 +133,8 @@ def grid_keys(spec: Any, source: str) -> dict[str, list[Any]]:
             raise ConfigError(f"{source}: sweep.{path}: expected a key path such as algorithm.name")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: sweep.{path}: expected a non-empty list of values, got {values!r}")
+        if path == CASE and not all(isinstance(v, dict) for v in values):
+            raise ConfigError(f"{source}: sweep.case: expected a list of mappings, each merged into the file")
         keys.pop(path, None)
         keys[path] = values
     return keys

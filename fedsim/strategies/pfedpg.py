@@ -93,7 +93,12 @@ class PromptParams(Params):
 class PFedPGParams(PromptParams):
     """pFedPG's parameters (authors' generator learning rate)."""
 
-    generator_lr: float = Field(1e-3, gt=0, description="alpha: SGD step of the generator's VJP update")
+    generator_lr: float | None = Field(
+        None,
+        gt=0,
+        description="alpha: SGD step of the generator's VJP update; None: 1/N for the N clients of "
+        "a round (P_base then moves by their mean Delta_n, as FedVPT's prompts do); the authors' 0.001",
+    )
     attention_logit_std: float | None = Field(
         None, gt=0, description="std of G's attention logits at init (None: near-uniform attention)"
     )
@@ -342,7 +347,8 @@ class PFedPG(PromptStrategy):
         """Also keep one generator module to load the global arrays into."""
         super().setup(scenario, nodes)
         self.generator = new_generator(scenario)
-        self.lr = PFedPGParams.model_validate(scenario.algorithm.params).generator_lr
+        lr = PFedPGParams.model_validate(scenario.algorithm.params).generator_lr
+        self.lr = 1.0 / scenario.clients.per_round() if lr is None else lr
 
     def initial_arrays(self) -> ArrayRecord:
         """The generator's initial state (P_base, descriptors, W_Q, W_K, W_V, W_O)."""
