@@ -146,3 +146,45 @@ def test_a_single_load_of_a_sweep_file_says_how_to_run_it(write_scenario) -> Non
     assert read_file(path, [], ["seed=5,6,7"]).cells()[2].get("seed") == 7
 
     assert Cell((("seed", 1),)).label == "seed=1"
+
+
+def test_cases_merge_at_the_top_level_and_labels_name_them() -> None:
+    spec = {
+        "case": [
+            {"label": "domains"},
+            {
+                "label": "dir01",
+                "data": {"partition": {"name": "dirichlet", "styles": None}},
+                "clients": {"num": 10},
+            },
+        ],
+        "algorithm": [{"label": "plain"}, {"name": "fedprox", "mu": 0.1}],
+    }
+    cells = expand(spec, "f")
+    assert [c.label for c in cells] == [
+        "case=domains,algorithm=plain",
+        "case=domains,algorithm.name=fedprox,algorithm.mu=0.1",
+        "case=dir01,algorithm=plain",
+        "case=dir01,algorithm.name=fedprox,algorithm.mu=0.1",
+    ]
+    raw = {
+        "data": {"dataset": "digits", "partition": {"name": "domains", "styles": [1]}},
+        "clients": {"num": 4},
+    }
+    assert cells[0].apply(raw) == {**raw, "algorithm": {}}  # a label is not merged
+    dir01 = cells[2].apply(raw)
+    assert dir01["data"] == {"dataset": "digits", "partition": {"name": "dirichlet"}}  # null removed styles
+    assert dir01["clients"] == {"num": 10}
+    with pytest.raises(ConfigError, match=r"f: sweep\.case: expected a list of mappings"):
+        expand({"case": [1]}, "f")
+
+
+def test_null_in_a_base_chain_removes_the_key(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "root.yaml",
+        {"name": "r", "rounds": 2, "sweep": {"seed": [0, 1]}, "runtime": {"name": "ray"}},
+    )
+    child = write(tmp_path, "child.yaml", {"base": "root.yaml", "sweep": None, "runtime": {"name": None}})
+    raw, _ = read_document(child)
+    assert raw == {"name": "r", "rounds": 2, "runtime": {}}

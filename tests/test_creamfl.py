@@ -246,21 +246,24 @@ def test_tiny_run_through_cli(write_scenario, tmp_path: Path) -> None:
     assert not any(c["phase"] == "evaluate" for c in clients)
 
 
-@pytest.mark.parametrize("variant", ["", "_public_only", "_mean", "_no_inter", "_no_intra"])
-def test_shipped_scenarios_validate(variant: str) -> None:
-    from fedsim.loader import load_scenario
+def test_shipped_comparison_holds_creamfl_its_baseline_and_ablations() -> None:
+    from fedsim.loader import read_file
     from fedsim.strategies.creamfl import params_of
 
     root = Path(__file__).parents[1]
-    sc = load_scenario(root / "scenarios" / f"creamfl_shapes{variant}.yaml")
-    p = params_of(sc)
-    assert (p.tau, p.reg_weight, p.kd_weight, p.public_size) == (0.5, 0.5, 0.3, 1000)
-    assert (p.public_only, p.aggregation, p.inter, p.intra) == (
-        variant == "_public_only",
-        "mean" if variant == "_mean" else "ensemble",
-        variant != "_no_inter",
-        variant != "_no_intra",
-    )
+    contents = read_file(root / "scenarios" / "creamfl_shapes.yaml")
+    seen = {}
+    for cell in contents.cells():
+        p = params_of(contents.document(cell))
+        assert (p.tau, p.reg_weight, p.kd_weight, p.public_size) == (0.5, 0.5, 0.3, 1000)
+        seen[cell.label.split(",")[0]] = (p.public_only, p.aggregation, p.inter, p.intra)
+    assert seen == {
+        "algorithm=creamfl": (False, "ensemble", True, True),
+        "algorithm=public_only": (True, "ensemble", True, True),
+        "algorithm=mean": (False, "mean", True, True),
+        "algorithm=no_inter": (False, "ensemble", False, True),
+        "algorithm=no_intra": (False, "ensemble", True, False),
+    }
 
 
 def test_wide_clients_scenario_is_run_d_of_the_readme() -> None:
@@ -268,7 +271,7 @@ def test_wide_clients_scenario_is_run_d_of_the_readme() -> None:
     from fedsim.strategies.creamfl import model_params, params_of
 
     root = Path(__file__).parents[1]
-    sc = load_scenario(root / "scenarios" / "creamfl_shapes_wide_clients.yaml")
+    sc = load_scenario(root / "scenarios" / "creamfl_shapes_wide_clients.yaml", ["sweep=null"])
     p, m = params_of(sc), model_params(sc)
     assert (p.tau, p.reg_weight, p.kd_weight, p.public_size) == (0.5, 0.5, 0.3, 1000)
     assert p.modalities == ("image_text",) and p.distil_optimizer == "own" and p.aggregation == "ensemble"

@@ -146,23 +146,25 @@ def test_local_head_persists_across_rounds(write_scenario, runtime: str) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fedloge_digits_lt", "fedavg_digits_lt"])
-def test_shipped_digits_lt_scenarios_run_through_cli(name: str, tmp_path: Path) -> None:
-    from tests.helpers import cli, only_run
+def test_shipped_digits_lt_comparison_runs_through_cli(tmp_path: Path) -> None:
+    from tests.helpers import cli
 
     root = Path(__file__).parents[1]
     res = cli(
-        "run", str(root / "scenarios" / f"{name}.yaml"), "--quiet",
+        "run", str(root / "scenarios" / "fedloge_vs_fedavg_digits_lt.yaml"), "--quiet",
+        "--set", "sweep.seed=[0]",
         "--set", "rounds=2", "--set", f"output.dir={tmp_path}", "--set", "evaluation.server_every=1",
         "--set", "evaluation.clients_every=1",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    run = only_run(tmp_path)
-    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["round"] == 2 and "server_accuracy_tail" in last and "clients_accuracy" in last
-    if name.startswith("fedavg"):
-        assert "clients_accuracy_masked" in last
-    res = cli("compare", str(run))
+    (sweep,) = tmp_path.iterdir()
+    for name in ("fedloge", "fedavg"):
+        run = sweep / "cells" / f"algorithm.name={name},seed=0"
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["round"] == 2 and "server_accuracy_tail" in last and "clients_accuracy" in last
+        assert ("clients_accuracy_masked" in last) == (name == "fedavg")
+        assert ("clients_accuracy_realigned" in last) == (name == "fedloge")
+    res = cli("compare", str(sweep))
     assert res.returncode == 0 and "generic tail" in res.stdout
 
 

@@ -360,20 +360,22 @@ def test_resume_restores_generator_and_heads(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["domains", "dir01"])
-def test_shipped_scenarios_run_through_cli(setting: str, tmp_path: Path) -> None:
-    from tests.helpers import cli, only_run
+def test_shipped_sweep_runs_both_settings_through_cli(tmp_path: Path) -> None:
+    """scenarios/pfedpg_digits.yaml narrowed to pFedPG and one seed: both settings."""
+    from tests.helpers import cli
 
     root = Path(__file__).parents[1]
     res = cli(
-        "run", str(root / "scenarios" / f"pfedpg_digits_{setting}.yaml"), "--quiet",
+        "run", str(root / "scenarios" / "pfedpg_digits.yaml"), "--quiet",
+        "--set", "sweep.algorithm=[{name: pfedpg}]", "--set", "sweep.seed=[0]",
         "--set", "rounds=1", "--set", f"output.dir={tmp_path}", "--set", "algorithm.pretrain_epochs=1",
         "--set", "train.local_epochs=1",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    run = only_run(tmp_path)
-    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    clients = 4 if setting == "domains" else 10
-    assert last["round"] == 1 and last["clients_ok"] == clients and 0 <= last["clients_accuracy"] <= 1
-    res = cli("compare", "--by-algorithm", str(run))
-    assert res.returncode == 0 and "local" in res.stdout and "pfedpg" in res.stdout
+    (sweep,) = tmp_path.iterdir()
+    for setting, clients in (("domains", 4), ("dir01", 10)):
+        run = sweep / "cells" / f"case={setting},algorithm.name=pfedpg,seed=0"
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["round"] == 1 and last["clients_ok"] == clients and 0 <= last["clients_accuracy"] <= 1
+    res = cli("compare", "--by-algorithm", str(sweep))
+    assert res.returncode == 0 and "local" in res.stdout and "pfedpg (n=2)" in res.stdout

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import TIMING_KEYS
 
@@ -45,30 +46,36 @@ ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
 
-#: (pattern searched in the command as written, options appended), every match applies.
-SHORTEN: list[tuple[str, str]] = [
-    (r"^fedsim run (?!--resume)(?!.*--runtime ray)", "--stop-after 1 --set train.local_epochs=1"),
-    (r"^fedsim run .*--runtime ray", "--set rounds=2"),
-    (r"^fedsim run --resume", "--stop-after 2"),
-    (r"^fedsim (run|pretrain) .*pfedpg", "--set algorithm.pretrain_epochs=1"),
-    (r"^fedsim run .*pfedpg\w*_shapes", "--set data.options.num_train=1200 --set data.options.num_test=200"),
+#: Options appended to a long command, by what it runs: (the command's kind, pattern searched
+#: in the command as written, options). Every match applies. The kind of ``fedsim run FILE``
+#: is the file's; ``fedsim edge train`` / ``edge bench`` are bottlefit / edge-bench.
+SHORTEN: list[tuple[str, str, str]] = [
+    ("fl", r"^fedsim run (?!.*--runtime ray)", "--stop-after 1 --set train.local_epochs=1"),
+    ("fl", r"--runtime ray", "--set rounds=2"),
+    ("fl", r"pfedpg", "--set algorithm.pretrain_epochs=1"),
+    ("fl", r"pfedpg\w*_shapes", "--set data.options.num_train=1200 --set data.options.num_test=200"),
     (
-        r"^fedsim run .*creamfl_shapes",
+        "fl",
+        r"creamfl_shapes",
         "--set data.options.num_train=240 --set data.options.num_test=60 --set algorithm.public_size=60",
     ),
+    ("resume", r"", "--stop-after 2"),
+    ("pretrain", r"pfedpg", "--set algorithm.pretrain_epochs=1"),
     (
-        r"^fedsim edge train",
+        "bottlefit",
+        r"",
         "--set teacher.train.epochs=1 --set stage1.epochs=1 --set stage2.epochs=1 "
         "--set bottleneck_channels=[1] --set data.options.num_train=300 --set data.options.num_test=100",
     ),
-    (r"^fedsim edge bench", "--set requests=3 --set warmup=1 --set devices=[rpi4] --set networks=[wifi]"),
+    ("edge-bench", r"", "--set requests=3 --set warmup=1 --set devices=[rpi4] --set networks=[wifi]"),
     (
-        r"^fedsim edge bench .*edge_bench_shapes",
+        "edge-bench",
+        r"edge_bench_shapes",
         """--set 'model.set=["bottleneck_channels=[1]", "stage1.epochs=1", "stage2.epochs=1", """
         """"teacher.train.epochs=1", "data.options.num_train=300", "data.options.num_test=100"]'""",
     ),
-    (r"^fedsim edge bench .*edge_bench_resnet18", "--set model.timing.channels=[3]"),
-    (r"^fedsim edge worker", "--requests 3 --warmup 1"),
+    ("edge-bench", r"edge_bench_resnet18", "--set model.timing.channels=[3]"),
+    ("worker", r"", "--requests 3 --warmup 1"),
 ]
 
 #: Commands not run here (a substring of the command as written -> why).
@@ -174,6 +181,44 @@ def commands_of(doc: str) -> list[Command]:
     return out
 
 
+def _options(words: list[str], flag: str) -> list[str]:
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+
+
+def command_kind(words: list[str], clone: Path) -> str | None:
+    """What a command runs: a file's kind for ``fedsim run FILE``, else the edge command's."""
+    by_command = {
+        ("edge", "train"): "bottlefit",
+        ("edge", "bench"): "edge-bench",
+        ("edge", "worker"): "worker",
+    }
+    if words[1:3] == ["run", "--resume"]:
+        return "resume"
+    if words[1] == "pretrain":
+        return "pretrain"
+    if words[1] == "run":
+        from fedsim.loader import read_file
+
+        return read_file(clone / words[2], _options(words, "--set")).kind
+    return by_command.get(tuple(words[1:3]))  # type: ignore[arg-type]
+
+
+def narrow_sweep(words: list[str], clone: Path) -> list[str]:
+    """For ``fedsim run`` of a sweep: options keeping each key of its grid to its first value."""
+    if words[1] != "run" or words[2] == "--resume":
+        return []
+    from fedsim.config.sweep import grid_keys
+    from fedsim.loader import read_file
+
+    contents = read_file(clone / words[2], _options(words, "--set"), _options(words, "--sweep"))
+    if contents.sweep is None:
+        return []
+    out = []
+    for key, values in grid_keys(contents.sweep, contents.source).items():
+        out += ["--set", f"sweep.{key}={yaml.safe_dump([values[0]], default_flow_style=True).strip()}"]
+    return out
+
+
 def skip_reason(cmd: Command) -> str | None:
     """Why ``cmd`` is not run here, if it is not."""
     line = " ".join(cmd.words)
@@ -232,9 +277,17 @@ class Lane:
         return out
 
     def shortened(self, cmd: Command) -> list[str]:
+        """The command, placeholders filled, with the options that shorten what it runs."""
+        words = self.fill(cmd.words)
         line = " ".join(cmd.words)
-        extra = [opt for pattern, opts in SHORTEN if re.search(pattern, line) for opt in shlex.split(opts)]
-        return [*self.fill(cmd.words), *extra]
+        kind = command_kind(words, self.clone)
+        extra = [
+            o
+            for k, pattern, opts in SHORTEN
+            if k == kind and re.search(pattern, line)
+            for o in shlex.split(opts)
+        ]
+        return [*words, *extra, *narrow_sweep(words, self.clone)]
 
     def run(self, cmd: Command) -> None:
         if skip_reason(cmd) is not None:
@@ -433,19 +486,17 @@ def guide_topology(clone: Path) -> Iterator[Callable[[Lane, Command], None]]:
 @pytest.mark.slow
 def test_documented_commands_run_as_written_from_a_fresh_clone(clone: Path, guide_topology) -> None:
     readme = commands_of("README.md")
-    guide = [c for doc in DOCS if doc != "README.md" for c in commands_of(doc)]
-    # side by side: the README's "Using it" block (the first with commands), then the guides;
-    # and the README's other blocks
-    first = [c for c in readme if c.block == readme[0].block]
-    lanes = run_lanes(
-        clone, [first + guide, [c for c in readme if c.block != readme[0].block]], guide_topology
-    )
+    guide = commands_of("docs/deploy.md")
+    others = [c for doc in DOCS if doc not in ("README.md", "docs/deploy.md") for c in commands_of(doc)]
+    # side by side: the README then the deployment guide (its SuperLink and SuperNodes), and
+    # the other pages (results, the edge testbed)
+    lanes = run_lanes(clone, [readme + guide, others], guide_topology)
     report = "\n".join(line for lane in lanes for line in lane.log)
     failures = [f for lane in lanes for f in lane.failures]
     assert not failures, "\n\n".join(failures) + "\n\nran:\n" + report
     print(report)
-    skipped = [c.where for c in readme + guide if skip_reason(c)]
-    assert len(report.splitlines()) + len(skipped) >= 50, report  # everything else ran (repeats once)
+    skipped = [c.where for c in readme + guide + others if skip_reason(c)]
+    assert len(report.splitlines()) + len(skipped) >= 45, report  # everything else ran (repeats once)
     # the guide's deployment command completed its round against the local SuperLink and SuperNodes
     summaries = {p: json.loads((p / "summary.json").read_text()) for p in lanes[0].runs}
     deployed = [s for s in summaries.values() if s.get("runtime") == "deployment"]
