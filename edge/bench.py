@@ -44,8 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, TimingSpec
-from fedsim.config.bench import ServerSpec
+from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, ServerSpec, TimingSpec
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.loader import load_bench, load_experiment
@@ -223,7 +222,8 @@ def configurations(bench: Bench, served: list[int]) -> list[dict[str, Any]]:
     for device in bench.devices:
         if "local" in bench.modes:
             out.append({"mode": "local", "device": device, "network": None, "channels": None})
-        for net in bench.networks:
+        for spec in bench.networks:
+            net = spec if isinstance(spec, str) else spec.model_dump()  # plain data for the worker
             if "offload" in bench.modes:
                 out.append({"mode": "offload", "device": device, "network": net, "channels": None})
             if "split" in bench.modes:

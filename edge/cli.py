@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedsim.config.bench import METER, REQUESTS, WARMUP
+from fedsim.config import METER, REQUESTS, WARMUP
 from fedsim.errors import UserError
 from fedsim.loader import require_kind
 from fedsim.runner import KIND_RUNNERS

@@ -48,7 +48,7 @@ import numpy as np
 
 from edge.proto import SERVICE, pb
 from edge.wire import jpeg_encode, preprocess, tensor_message
-from fedsim.config.bench import METER, REQUESTS, WARMUP
+from fedsim.config import METER, REQUESTS, WARMUP
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.report.data import BENCH_STAGES, REQUESTS_FILE, SUMMARY_FILE, TRACE_FILE, percentiles

@@ -24,7 +24,6 @@ from fedsim.config import (
     kind_of,
     parse,
     read_document,
-    read_yaml,
 )
 from fedsim.config.sweep import Cell, expand, parse_sweep_option
 from fedsim.errors import ConfigError, UserError
@@ -173,15 +172,15 @@ def _other_kind(raw: dict[str, Any], kind: str) -> str | None:
 
 
 def require_kind(path: Path, kind: str, default: bool = False) -> None:
-    """A one-line error when the file at ``path`` declares another kind than ``kind``,
-    naming the command that runs it. A file without ``kind:`` is taken to be of ``kind``
-    by the command it is given to, unless ``default`` (then it is of kind fl)."""
+    """A one-line error when the file at ``path`` (or its base) declares another kind than
+    ``kind``, naming the command that runs it. A file without ``kind:`` is taken to be of
+    ``kind`` by the command it is given to, unless ``default`` (then it is of kind fl)."""
     if not path.is_file():
         return  # the loader says so, with what it expected
-    raw = read_yaml(path)
-    if "kind" not in raw and not default:
+    contents = read_file(path)
+    if "kind" not in contents.raw and not default:
         return
-    found = kind_of(raw, str(path))
+    found = contents.kind
     if found != kind:
         raise UserError(f"{path} is of kind {found}; run it with 'fedsim run {path}'")
 

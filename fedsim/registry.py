@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from fedsim.config.base import NoParams
+from fedsim.config import NoParams
 from fedsim.errors import UserError
 
 T = TypeVar("T")

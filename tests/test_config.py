@@ -28,6 +28,20 @@ def test_the_schema_is_a_leaf_importing_nothing_of_fedsim_but_its_errors() -> No
                     assert name.startswith(("fedsim.config", "fedsim.errors")), f"{file.name} imports {name}"
 
 
+def test_other_modules_import_the_schema_from_the_package() -> None:
+    """A module the package imports, imported directly by another thread while the package
+    is being imported, deadlocks (Flower loads the ServerApp and the ClientApp side by side)."""
+    from fedsim import config
+
+    inner = {m.split(".")[-1] for m in dir(config)} & {"base", "common", "bench", "bottlefit", "files", "fl"}
+    for file in sorted(p for d in ("fedsim", "clients", "edge") for p in (ROOT / d).rglob("*.py")):
+        if "config" in file.relative_to(ROOT).parts[:2]:
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fedsim.config."):
+                assert node.module.split(".")[2] not in inner, f"{file}: from {node.module} import ..."
+
+
 def test_every_kind_is_one_member_of_the_union() -> None:
     assert set(SCHEMAS) == {"fl", "bottlefit", "edge-bench"}
     assert parse({"name": "x", "rounds": 1}, "f").kind == "fl"  # the default

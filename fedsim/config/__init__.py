@@ -1,5 +1,9 @@
 """Every experiment file's schema: a leaf of fedsim, importing nothing of it but its errors.
 
+Import from this package, not from its modules: a module of a package that is being
+imported by another thread (Flower loads the ServerApp and ClientApp side by side) can
+deadlock the import.
+
 A file names its kind with ``kind:`` (``fl`` when absent): a federated-learning scenario
 (:class:`Scenario`), a BottleFit experiment (:class:`Experiment`) or an edge bench
 (:class:`Bench`), validated as one discriminated union (:func:`parse`). Specs they share
@@ -16,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from fedsim.config.base import NAME_PATTERN, Component, Document, NoParams, Params, Strict
-from fedsim.config.bench import Bench, BenchModelSpec, TimingSpec
+from fedsim.config.bench import METER, REQUESTS, WARMUP, Bench, BenchModelSpec, ServerSpec, TimingSpec
 from fedsim.config.bottlefit import Experiment, ImageDataSpec
 from fedsim.config.common import DatasetSpec, LinkSpec, OutputSpec
 from fedsim.config.files import (
@@ -58,8 +62,11 @@ def parse(raw: dict[str, Any], source: str, context: dict[str, Any] | None = Non
 
 __all__ = [
     "DEFAULT_KIND",
+    "METER",
     "NAME_PATTERN",
+    "REQUESTS",
     "SCHEMAS",
+    "WARMUP",
     "Bench",
     "BenchModelSpec",
     "Component",
@@ -75,6 +82,7 @@ __all__ = [
     "Params",
     "RoundPolicySpec",
     "Scenario",
+    "ServerSpec",
     "Strict",
     "SystemSpec",
     "TimingSpec",

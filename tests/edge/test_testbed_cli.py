@@ -148,7 +148,7 @@ def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None
     for extra, message in (
         ({"devices": ["pixel"]}, "devices.0: unknown device profile 'pixel'"),
         ({"networks": ["5g"]}, "networks.0: unknown network profile '5g'"),
-        ({"meter": "joulescope"}, "meter: unknown meter 'joulescope'"),
+        ({"meter": "joulescope"}, "meter: Input should be 'auto', 'model', 'rapl', 'jtop', 'ina219'"),
         (
             {"model": {"onnx": "a", "run": "b"}},
             "model: expected exactly one of onnx, run, train, timing; got onnx, run",
