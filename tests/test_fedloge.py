@@ -153,7 +153,7 @@ def test_shipped_digits_lt_comparison_runs_through_cli(tmp_path: Path) -> None:
     res = cli(
         "run", str(root / "scenarios" / "fedloge_vs_fedavg_digits_lt.yaml"), "--quiet",
         "--set", "sweep.seed=[0]",
-        "--set", "rounds=2", "--set", f"output.dir={tmp_path}", "--set", "evaluation.server_every=1",
+        "--set", "rounds=1", "--set", f"output.dir={tmp_path}", "--set", "evaluation.server_every=1",
         "--set", "evaluation.clients_every=1",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -161,7 +161,7 @@ def test_shipped_digits_lt_comparison_runs_through_cli(tmp_path: Path) -> None:
     for name in ("fedloge", "fedavg"):
         run = sweep / "cells" / f"algorithm.name={name},seed=0"
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        assert last["round"] == 2 and "server_accuracy_tail" in last and "clients_accuracy" in last
+        assert last["round"] == 1 and "server_accuracy_tail" in last and "clients_accuracy" in last
         assert ("clients_accuracy_masked" in last) == (name == "fedavg")
         assert ("clients_accuracy_realigned" in last) == (name == "fedloge")
     res = cli("compare", str(sweep))

@@ -37,10 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import TIMING_KEYS
+from tests.helpers import TIMING_KEYS, final_arrays
+from tests.test_ray_runtime import leftover_processes
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -515,6 +517,9 @@ def test_documented_commands_run_as_written_from_a_fresh_clone(clone: Path, guid
     assert res.returncode == 0, res.stderr
     inprocess = Path(re.findall(r"results in (\S+)", res.stdout)[-1])
     assert_same_metrics(_metric_rows(ray), _metric_rows(inprocess))
+    wa, wb = final_arrays(inprocess), final_arrays(ray)
+    assert wa.keys() == wb.keys() and all(np.allclose(wa[k], wb[k], atol=1e-5, rtol=0) for k in wa)
+    assert (ray / "flower" / "run.log").exists() and not leftover_processes(ray)  # Flower's processes ended
 
 
 def assert_same_metrics(a: list[dict], b: list[dict], tol: float = 1e-3) -> None:
