@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fedsim.edge.codec import CODECS
+from fedsim.edge.onnx_export import export_module
+from fedsim.edge.proto import pb
+from fedsim.edge.server import ServerConfig, TailServer
+from fedsim.edge.wire import tensor_message
 from torch import nn
-
-from edge.codec import CODECS
-from edge.onnx_export import export_module
-from edge.proto import pb
-from edge.server import ServerConfig, TailServer
-from edge.wire import tensor_message
 
 #: payload label -> channels of a [C, 16, 16] float32 tensor (C * 1 KiB)
 SIZES = {"1 KB": 1, "10 KB": 10, "100 KB": 100, "1 MB": 1024}
@@ -193,7 +192,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="measured requests per size and mode")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     args = parser.parse_args()
-    from edge.power import measure_overhead
+    from fedsim.edge.power import measure_overhead
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

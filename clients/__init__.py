@@ -1,8 +1,8 @@
 """Client side of every fedsim algorithm (Flower ClientApp handlers)."""
 
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 
 # Explicit list: every client module registers its handlers here.
-from clients import creamfl, fedavg, fedloge, fedprox, pfedpg  # noqa: F401  isort: skip
+from fedsim.clients import creamfl, fedavg, fedloge, fedprox, pfedpg  # noqa: F401  isort: skip
 
 __all__ = ["CLIENT_ALGORITHMS", "ClientAlgorithm"]

@@ -7,10 +7,10 @@ holds and how large its data is (used for seeded sampling by partition id).
 
 from __future__ import annotations
 
+from fedsim.clients import CLIENT_ALGORITHMS
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import CLIENT_ALGORITHMS
 from fedsim.data.export import node_partition
 from fedsim.workspace import scenario_of
 

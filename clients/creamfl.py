@@ -20,11 +20,11 @@ at once without training.
 from __future__ import annotations
 
 import torch
+from fedsim.clients.common import client_env, reply
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.common import client_env, reply
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.config import Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
 from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+from fedsim.clients.common import arrays_of, client_env, reply
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import Context, Message
 
-from clients.common import arrays_of, client_env, reply
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.training import evaluate, make_optimizer, train_epochs
 

@@ -21,11 +21,11 @@ client's own local test distribution. The method in full: docs/algorithms/fedlog
 from __future__ import annotations
 
 import torch
+from fedsim.clients.common import arrays_of, client_env, persistent_linear, reply
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import Context, Message
 from torch import nn
 
-from clients.common import arrays_of, client_env, persistent_linear, reply
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.methods.fedloge import local_logits
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays

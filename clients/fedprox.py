@@ -7,12 +7,12 @@ global model received this round, held fixed during local training.
 from __future__ import annotations
 
 import torch
+from fedsim.clients.common import arrays_of, client_env, reply
+from fedsim.clients.fedavg import evaluate_local
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import Context, Message
 from torch import nn
 
-from clients.common import arrays_of, client_env, reply
-from clients.fedavg import evaluate_local
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.training import cross_entropy, make_optimizer, train_epochs
 
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from fedsim.clients.common import ClientEnv, client_env, persistent_linear, reply
+from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
-from clients.common import ClientEnv, client_env, persistent_linear, reply
-from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from fedsim.config import Scenario
 from fedsim.models.vit import ViTEncoder
 from fedsim.records import state_to_arrays, to_array

@@ -5,9 +5,9 @@ trained once and cached by content, or an untrained ImageNet-size model for timi
 server (its emulated device), and the grid of modes x devices x networks x bottleneck
 widths C. The bench starts ``fedsim edge serve``
 as a separate process (so the device's power model sees only the worker's CPU), measures
-this host's speed afresh (:func:`edge.calibrate.calibrate`, so the emulated devices' time
+this host's speed afresh (:func:`fedsim.edge.calibrate.calibrate`, so the emulated devices' time
 scale reflects the machine's load now), runs a
-:class:`~edge.worker.Worker` per configuration, and writes a run folder::
+:class:`~fedsim.edge.worker.Worker` per configuration, and writes a run folder::
 
     RUN/bench.yaml               the resolved bench file
     RUN/workers/<label>/         requests.jsonl + summary.json per configuration
@@ -65,7 +65,7 @@ BOTTLEFIT_REPORTED = {
 
 def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) -> Path:
     """The ONNX folder to serve: given, exported from a run, or trained and exported once (cached)."""
-    from edge.server import resolve_model_dir
+    from fedsim.edge.server import resolve_model_dir
 
     if spec.onnx is not None:
         return resolve_model_dir(spec.onnx)
@@ -74,8 +74,9 @@ def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) ->
     if spec.timing is not None:
         return timing_model(spec.timing, seed, log)
     assert spec.train is not None
-    from edge.onnx_export import MANIFEST_FILE, export_run
-    from edge.train import TrainProgress, start_training
+    from fedsim.edge.onnx_export import MANIFEST_FILE, export_run
+    from fedsim.edge.train import TrainProgress, start_training
+
     from fedsim.cache import cache_dir
 
     exp = load_experiment(spec.train, spec.set)
@@ -104,11 +105,11 @@ def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) ->
 def timing_model(spec: TimingSpec, seed: int, log: Callable[[str], None]) -> Path:
     """Export an untrained ResNet, its BottleFit splits and a manifest once (cached by spec and seed)."""
     import torch
+    from fedsim.edge import resnet
+    from fedsim.edge.bottlefit import inject_bottleneck
+    from fedsim.edge.experiment import spec_data
+    from fedsim.edge.onnx_export import MANIFEST_FILE, export_full, export_split
 
-    from edge import resnet
-    from edge.bottlefit import inject_bottleneck
-    from edge.experiment import spec_data
-    from edge.onnx_export import MANIFEST_FILE, export_full, export_split
     from fedsim.cache import cache_dir
 
     key = hashlib.sha256(f"{spec.model_dump_json()} seed {seed}".encode()).hexdigest()[:16]
@@ -280,13 +281,13 @@ def run_bench(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run a bench file end to end; returns the run folder and its summary (see the module docstring)."""
-    from edge.worker import Worker, WorkerConfig
+    from fedsim.edge.worker import Worker, WorkerConfig
 
     bench = load_bench(path, overrides)
     onnx = obtain_model(bench.model, bench.seed, log)
     manifest = json.loads((onnx / "manifest.json").read_text())
     grid = configurations(bench, [int(m["C"]) for m in manifest["models"]])
-    from edge.calibrate import calibrate
+    from fedsim.edge.calibrate import calibrate
 
     # the host's speed now (its load changes it), so emulated device times use a fresh scale
     calibration = calibrate(threads=bench.threads, refresh=True)

@@ -119,9 +119,8 @@ def host_key() -> str:
 def reference_model() -> Path:
     """ResNet-18 (random weights, seed 0) exported once to ``cache_dir()/calibration``."""
     import torch
-
-    from edge.onnx_export import export_module
-    from edge.resnet import resnet18
+    from fedsim.edge.onnx_export import export_module
+    from fedsim.edge.resnet import resnet18
 
     path = cache_dir() / "calibration" / MODEL_FILE
     if path.exists():
@@ -151,8 +150,7 @@ def host_description() -> str:
 def _measure(model: Path, threads: int, repeats: int) -> Calibration:
     """Median onnxruntime latency of ``model`` on one seeded image after the warm-ups."""
     import onnxruntime as ort
-
-    from edge.onnx_export import ort_session
+    from fedsim.edge.onnx_export import ort_session
 
     session = ort_session(model, threads)
     name = session.get_inputs()[0].name

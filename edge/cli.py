@@ -1,6 +1,6 @@
 """``fedsim edge``: train BottleFit split models, export them to ONNX, evaluate and profile.
 
-Mounted on the main command line as ``fedsim edge`` (``app.add_typer(edge.cli.app, name="edge")``).
+Mounted on the main command line as ``fedsim edge`` (``app.add_typer(fedsim.edge.cli.app, name="edge")``).
 Errors a user can cause raise :class:`~fedsim.errors.UserError`, which ``fedsim``'s entry
 point prints as one line with exit code 2.
 """
@@ -70,7 +70,7 @@ def train(
     threads: ThreadsOption = 0,
 ) -> None:
     """Train the teacher (or load it), then both BottleFit stages for every C."""
-    from edge.train import TrainProgress, resume_training, start_training
+    from fedsim.edge.train import TrainProgress, resume_training, start_training
 
     if (experiment is None) == (resume is None):
         raise UserError("give either an EXPERIMENT file or --resume RUN_FOLDER")
@@ -123,7 +123,7 @@ def export(
     limit: Annotated[int | None, typer.Option(help="Check parity on the first N test images.", min=1)] = None,
 ) -> None:
     """Export head.onnx and tail.onnx per C; check them with onnx and onnxruntime."""
-    from edge.onnx_export import export_run
+    from fedsim.edge.onnx_export import export_run
 
     manifest = export_run(run, out, limit)
     table = Table(title=f"ONNX export ({manifest['codec']} between head and tail)")
@@ -150,7 +150,7 @@ def evaluate_(
     threads: ThreadsOption = 0,
 ) -> None:
     """Per C at batch size 1: accuracy, loss vs teacher, payload vs raw and JPEG, head size and FLOPs."""
-    from edge.evaluate import EVALUATE_FILE, evaluate_run
+    from fedsim.edge.evaluate import EVALUATE_FILE, evaluate_run
 
     _threads(threads)
     res = evaluate_run(run, limit)
@@ -209,8 +209,8 @@ def profile(
     threads: ThreadsOption = 0,
 ) -> None:
     """Per-stage latency and output size of an unmodified ResNet at batch size 1 (split candidates)."""
-    from edge.profile import profile_split_points
-    from edge.resnet import resnet18, resnet50, resnet152, small_resnet
+    from fedsim.edge.profile import profile_split_points
+    from fedsim.edge.resnet import resnet18, resnet50, resnet152, small_resnet
 
     builders = {
         "resnet18": lambda: resnet18(1000),
@@ -293,7 +293,7 @@ def serve(
     import signal
     import threading
 
-    from edge.server import ServerConfig, TailServer
+    from fedsim.edge.server import ServerConfig, TailServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
@@ -394,9 +394,8 @@ def worker(
     token_file: Annotated[Path | None, typer.Option(help="File holding the server's bearer token.")] = None,
 ) -> None:
     """Run inference requests against a tail server (or locally) and measure every stage."""
+    from fedsim.edge.worker import Worker, WorkerConfig
     from rich.progress import Progress
-
-    from edge.worker import Worker, WorkerConfig
 
     config = WorkerConfig(
         mode=mode.value,
@@ -439,9 +438,8 @@ def health(
 ) -> None:
     """Ask the server's standard gRPC health service; exit 0 when it is SERVING."""
     import grpc
+    from fedsim.edge.proto import SERVICE
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from edge.proto import SERVICE
 
     if tls_ca is not None:
         creds = grpc.ssl_channel_credentials(
@@ -470,7 +468,8 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Local vs offloading vs split computing for every mode x device x network x C; writes a run folder."""
-    from edge.bench import BOTTLEFIT_REPORTED, run_bench
+    from fedsim.edge.bench import BOTTLEFIT_REPORTED, run_bench
+
     from fedsim.runner import write_report_safely
 
     def log(line: str) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedsim.edge.bottlefit import SplitClassifier
+from fedsim.edge.codec import CODECS, decode_batch, encode_batch, jpeg_nbytes, raw_nbytes
+from fedsim.edge.experiment import experiment_data, raw_uint8
 from torch import nn
 
-from edge.bottlefit import SplitClassifier
-from edge.codec import CODECS, decode_batch, encode_batch, jpeg_nbytes, raw_nbytes
-from edge.experiment import experiment_data, raw_uint8
 from fedsim.training import evaluate
 
 EVALUATE_FILE = "evaluate.json"
@@ -157,7 +157,7 @@ def evaluate_run(path: Any, limit: int | None = None) -> dict[str, Any]:
         ``teacher`` (accuracy, parameters, FLOPs), ``input`` (shape, raw and JPEG bytes)
         and ``rows``: one dict per C.
     """
-    from edge.train import EdgeRun, load_student, load_teacher
+    from fedsim.edge.train import EdgeRun, load_student, load_teacher
 
     folder = EdgeRun(path)
     exp = folder.experiment()

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedsim.edge.bottlefit import SplitClassifier
+from fedsim.edge.codec import decode_batch, encode_batch
+from fedsim.edge.experiment import experiment_data
 from torch import nn
 
-from edge.bottlefit import SplitClassifier
-from edge.codec import decode_batch, encode_batch
-from edge.experiment import experiment_data
 from fedsim.errors import UserError
 
 ATOL = 1e-4
@@ -235,7 +235,7 @@ def export_run(run: Path, out: Path, limit: int | None = None) -> dict[str, Any]
     UserError
         When the run has no trained model, or onnxruntime disagrees with PyTorch.
     """
-    from edge.train import EdgeRun, load_student, load_teacher
+    from fedsim.edge.train import EdgeRun, load_student, load_teacher
 
     folder = EdgeRun(run)
     exp = folder.experiment()

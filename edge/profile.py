@@ -15,8 +15,7 @@ import time
 from typing import Any
 
 import torch
-
-from edge.resnet import ResNet
+from fedsim.edge.resnet import ResNet
 
 
 def profile_split_points(

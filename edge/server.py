@@ -18,7 +18,7 @@ wrong bearer token UNAUTHENTICATED; a request whose deadline passed while it wai
 computed (DEADLINE_EXCEEDED). Each failure is logged as one line and the server goes on.
 
 With ``device`` set to a profile other than ``this-host``, replies also carry the compute
-time scaled to that device (``compute_emulated_ms``, see :mod:`edge.calibrate`).
+time scaled to that device (``compute_emulated_ms``, see :mod:`fedsim.edge.calibrate`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+from fedsim.edge.onnx_export import ort_session
+from fedsim.edge.proto import SERVICE, pb, rpc
+from fedsim.edge.wire import BadInput, decode_tensor, jpeg_decode, preprocess
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from edge.onnx_export import ort_session
-from edge.proto import SERVICE, pb, rpc
-from edge.wire import BadInput, decode_tensor, jpeg_decode, preprocess
 from fedsim.errors import UserError
 
 log = logging.getLogger("fedsim.edge.server")
@@ -102,7 +102,7 @@ class ServerConfig:
 
 def resolve_model_dir(path: Path) -> Path:
     """The ONNX folder of ``path``: itself with ``manifest.json``, else ``RUN/onnx`` (exported if needed)."""
-    from edge.onnx_export import MANIFEST_FILE, export_run
+    from fedsim.edge.onnx_export import MANIFEST_FILE, export_run
 
     if (path / MANIFEST_FILE).is_file():
         return path
@@ -138,7 +138,7 @@ class ServedModel:
     """The exported split models: tails by bottleneck width, and the whole model."""
 
     def __init__(self, folder: Path, threads: int = 1) -> None:
-        from edge.onnx_export import MANIFEST_FILE
+        from fedsim.edge.onnx_export import MANIFEST_FILE
 
         self.folder = folder
         self.manifest: dict[str, Any] = json.loads((folder / MANIFEST_FILE).read_text())
@@ -253,7 +253,7 @@ class EdgeService(rpc.EdgeInferenceServicer):
 
     # -- RPCs
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoReply:
-        from edge.codec import CODECS
+        from fedsim.edge.codec import CODECS
 
         m = self.model.manifest
         return pb.InfoReply(
@@ -366,7 +366,8 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def _device_scale(device: str) -> float:
-    from edge.calibrate import calibrate, time_scale
+    from fedsim.edge.calibrate import calibrate, time_scale
+
     from fedsim.system.profiles import DEVICES
 
     profile = DEVICES.get(device)

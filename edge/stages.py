@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from fedsim.edge.bottlefit import SplitClassifier, teacher_stages
+from fedsim.edge.experiment import Experiment
 from torch import nn
 
-from edge.bottlefit import SplitClassifier, teacher_stages
-from edge.experiment import Experiment
 from fedsim.training import Stats, derive_seed, train_epochs
 
 _SALT_STAGE = 0xB0771E
@@ -83,7 +83,7 @@ class TeacherOutputs:
     x : torch.Tensor
         The training images (the ``x`` later given to :func:`run_epoch`).
     split : str
-        The split point (see :func:`edge.bottlefit.teacher_stages`).
+        The split point (see :func:`fedsim.edge.bottlefit.teacher_stages`).
     budget_bytes : int
         Largest size to keep in memory.
     batch_size : int

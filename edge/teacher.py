@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedsim.edge.experiment import Experiment
+from fedsim.edge.resnet import (
+    ResNet,
+    load_torchvision_checkpoint,
+    resnet18,
+    resnet50,
+    resnet152,
+    small_resnet,
+)
 
-from edge.experiment import Experiment
-from edge.resnet import ResNet, load_torchvision_checkpoint, resnet18, resnet50, resnet152, small_resnet
 from fedsim.cache import cache_dir
 from fedsim.config import OptimizerSpec
 from fedsim.data import Dataset

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck
+from fedsim.edge.experiment import experiment_data
+from fedsim.edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
+from fedsim.edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
 from rich.console import Console
 from rich.progress import Progress
 
-from edge.bottlefit import SplitClassifier, inject_bottleneck
-from edge.experiment import experiment_data
-from edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
-from edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
 from fedsim.config import Experiment, read_yaml
 from fedsim.data import Dataset
 from fedsim.errors import UserError
@@ -205,7 +205,7 @@ def _step_row(
     last: Stats,
     elapsed: float,
 ) -> dict[str, Any]:
-    from edge.evaluate import split_accuracy
+    from fedsim.edge.evaluate import split_accuracy
 
     test = evaluate(student, data.x_test, data.y_test)
     coded = split_accuracy(student, exp.codec, data.x_test, data.y_test)

@@ -14,9 +14,8 @@ import math
 import grpc
 import numpy as np
 import torch
-
-from edge.codec import CODECS, Encoded
-from edge.proto import pb
+from fedsim.edge.codec import CODECS, Encoded
+from fedsim.edge.proto import pb
 
 #: The element type each codec sends.
 CODEC_DTYPES = {"quant8": "uint8", "fp16": "float16", "none": "float32"}

@@ -16,7 +16,7 @@ the codec or JPEG produced), wire bytes (the serialised request) and reply bytes
 energy per stage from the power meter.
 
 Emulation: device-side stages measured on this host are multiplied by the device
-profile's time scale (:mod:`edge.calibrate`); the server's compute by its own (it reports
+profile's time scale (:mod:`fedsim.edge.calibrate`); the server's compute by its own (it reports
 ``compute_emulated_ms``). The energy of a stage is the meter's mean power over the stage's
 real window times the stage's (emulated) duration; the ``network`` stage's energy covers
 the device from sending to receiving (radio power while the shaper transfers, idle power
@@ -45,9 +45,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+from fedsim.edge.proto import SERVICE, pb
+from fedsim.edge.wire import jpeg_encode, preprocess, tensor_message
 
-from edge.proto import SERVICE, pb
-from edge.wire import jpeg_encode, preprocess, tensor_message
 from fedsim.config import METER, REQUESTS, WARMUP
 from fedsim.errors import UserError
 from fedsim.files import write_json
@@ -157,7 +157,7 @@ class Connection:
     """A reused channel to the tail server with raw-bytes calls, so serialisation is timed apart."""
 
     def __init__(self, config: WorkerConfig) -> None:
-        from edge.server import grpc_options
+        from fedsim.edge.server import grpc_options
 
         assert config.server is not None
         self.address = config.server
@@ -293,7 +293,7 @@ class Served:
 
 def from_folder(folder: Path) -> Served:
     """Models and description from a local ONNX folder."""
-    from edge.onnx_export import MANIFEST_FILE
+    from fedsim.edge.onnx_export import MANIFEST_FILE
 
     file = folder / MANIFEST_FILE
     if not file.is_file():
@@ -335,7 +335,8 @@ def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels:
 
 def camera_images(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The test set as the device's camera would give it: uint8 ``[N, H, W, C]`` and labels."""
-    from edge.experiment import raw_uint8, spec_data
+    from fedsim.edge.experiment import raw_uint8, spec_data
+
     from fedsim.config import ImageDataSpec
 
     spec = dict(manifest.get("data") or {})
@@ -370,9 +371,10 @@ class Worker:
     """Runs one configuration's requests; see the module docstring."""
 
     def __init__(self, config: WorkerConfig, progress: Callable[[int, int], None] | None = None) -> None:
-        from edge.calibrate import calibrate, time_scale
-        from edge.power import make_meter
-        from edge.shaper import Shaper, network_profile
+        from fedsim.edge.calibrate import calibrate, time_scale
+        from fedsim.edge.power import make_meter
+        from fedsim.edge.shaper import Shaper, network_profile
+
         from fedsim.system.profiles import DEVICES
 
         if config.mode not in MODES:
@@ -425,7 +427,7 @@ class Worker:
     def _session(self) -> Any:
         if self.config.mode == "offload":
             return None
-        from edge.onnx_export import ort_session
+        from fedsim.edge.onnx_export import ort_session
 
         path = self.served.full_path if self.config.mode == "local" else self.served.head_paths[self.channels]
         return ort_session(path, self.config.threads)
@@ -483,8 +485,7 @@ class Worker:
         else:
             if cfg.mode == "split":
                 import torch
-
-                from edge.codec import CODECS
+                from fedsim.edge.codec import CODECS
 
                 x = clock.stage("preprocess", lambda: preprocess(raw, self.mean, self.std))
                 z = clock.stage(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SERVERAPP = "fedsim.server.app:app"
-CLIENTAPP = "clients.app:app"
+CLIENTAPP = "fedsim.clients.app:app"
 
 #: The Flower App configuration: the same as ``[tool.flwr.app]`` in pyproject.toml
 #: (a test keeps them equal). Runtimes that go through ``flwr run`` submit a small

@@ -24,7 +24,7 @@ err_console = Console(stderr=True)
 
 
 def _mount_edge() -> None:
-    from edge.cli import app as edge_app
+    from fedsim.edge.cli import app as edge_app
 
     app.add_typer(edge_app, name="edge", help="Split computing: BottleFit training, export, evaluation.")
 

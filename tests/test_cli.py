@@ -101,8 +101,9 @@ class _EvaluationCrash(Exception):
 def _register_failing_algorithms() -> None:
     """``test_crash_eval``: the server's evaluation raises after round 1 (a bug in fedsim);
     ``test_crash_clients``: every client's training raises (the run cannot go on)."""
-    from clients.fedavg import evaluate_local
-    from clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+    from fedsim.clients.fedavg import evaluate_local
+    from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+
     from fedsim.config import NoParams
     from fedsim.strategies.fedavg import FedAvg
     from fedsim.strategies.registry import STRATEGIES
@@ -121,7 +122,7 @@ def _register_failing_algorithms() -> None:
 
     STRATEGIES.register("test_crash_eval", params=NoParams)(lambda sc, p: CrashingEvaluation(sc))
     STRATEGIES.register("test_crash_clients", params=NoParams)(lambda sc, p: FedAvg(sc))
-    from clients.fedavg import train
+    from fedsim.clients.fedavg import train
 
     CLIENT_ALGORITHMS.register("test_crash_eval")(ClientAlgorithm(train=train, evaluate=evaluate_local))
     CLIENT_ALGORITHMS.register("test_crash_clients")(

@@ -76,7 +76,8 @@ def _context(scenario, node_config: dict) -> Context:
 
 
 def test_client_app_trains_on_its_partition_file(tmp_path: Path, scenario, server_identity) -> None:
-    from clients.app import app
+    from fedsim.clients.app import app
+
     from fedsim.records import model_to_arrays
     from fedsim.workspace import new_model
 
@@ -101,7 +102,7 @@ def test_client_app_trains_on_its_partition_file(tmp_path: Path, scenario, serve
 
 
 def test_client_app_without_its_file_fails_with_the_reason(tmp_path: Path, scenario, server_identity) -> None:
-    from clients.app import app
+    from fedsim.clients.app import app
 
     ctx = _context(scenario, {"partition-file": str(tmp_path / "client-0.npz")})
     query = Message(

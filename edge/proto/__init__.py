@@ -6,7 +6,7 @@ and the versions of grpcio-tools and protobuf, so a fresh clone, an installed wh
 a read-only site-packages all work, and an edited ``.proto`` or an upgraded tool
 regenerates them. Import the modules from here::
 
-    from edge.proto import pb, rpc     # inference_pb2, inference_pb2_grpc
+    from fedsim.edge.proto import pb, rpc     # inference_pb2, inference_pb2_grpc
 
 Regenerating by hand (not needed): ``python -m grpc_tools.protoc -I<repo> --python_out=.
 --grpc_python_out=. edge/proto/inference.proto``.

@@ -16,11 +16,11 @@ Network = Annotated[
     Annotated[str, Tag("name")] | Annotated[LinkSpec, Tag("link")],
     Discriminator(lambda v: "name" if isinstance(v, str) else "link"),
 ]
-#: Power meters (edge.power.METERS, and ``auto``: the best one this machine has).
+#: Power meters (fedsim.edge.power.METERS, and ``auto``: the best one this machine has).
 Meter = Literal["auto", "model", "rapl", "jtop", "ina219", "nvml", "csv"]
 
 #: Defaults of a worker run, shared by the bench file, ``fedsim edge worker`` and
-#: ``edge.worker.WorkerConfig``: measured requests, unmeasured ones before them, the meter
+#: ``fedsim.edge.worker.WorkerConfig``: measured requests, unmeasured ones before them, the meter
 #: (the profile's power model: it works on every machine and for emulated devices).
 REQUESTS = 100
 WARMUP = 5

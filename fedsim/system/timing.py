@@ -33,7 +33,7 @@ def transfer_s(nbytes: int, mbps: float, link: NetworkProfile, jitter_u: float =
     """Expected seconds to move ``nbytes`` over a link of ``mbps`` Mbit/s.
 
     Lost packets are sent again, so the link carries ``bytes / (1 - loss)`` on average;
-    the edge testbed's shaper (:mod:`edge.shaper`) uses the same two terms with the
+    the edge testbed's shaper (:mod:`fedsim.edge.shaper`) uses the same two terms with the
     retransmissions drawn packet by packet instead of their expectation.
     """
     return serialisation_s(nbytes / (1.0 - link.loss), mbps) + link_delay_s(

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fedsim.edge.train import TrainProgress, start_training
 from rich.console import Console
-
-from edge.train import TrainProgress, start_training
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +48,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ONNX export (head, tail per C, whole model, manifest) of :func:`tiny_run`."""
-    from edge.onnx_export import export_run
+    from fedsim.edge.onnx_export import export_run
 
     out = tmp_path_factory.mktemp("tiny-edge-onnx")
     export_run(tiny_run, out)

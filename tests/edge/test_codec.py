@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedsim.edge.codec import (
+    CODECS,
+    Encoded,
+    decode_batch,
+    encode_batch,
+    jpeg_nbytes,
+    quant8_params,
+    raw_nbytes,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from edge.codec import CODECS, Encoded, decode_batch, encode_batch, jpeg_nbytes, quant8_params, raw_nbytes
 
 quant8 = CODECS.get("quant8")
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge import power
-from edge.power import (
+from fedsim.edge import power
+from fedsim.edge.power import (
     METERS,
     CsvMeter,
     Ina219Meter,
@@ -27,6 +26,7 @@ from edge.power import (
     parse_jtop_power,
     read_power_csv,
 )
+
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES, DeviceProfile
 

@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-
-from edge.profile import profile_split_points
-from edge.resnet import resnet18, small_resnet
+from fedsim.edge.profile import profile_split_points
+from fedsim.edge.resnet import resnet18, small_resnet
 
 BOUNDARIES = ["stem", "layer1", "layer2", "layer3", "layer4", "pool_fc"]
 

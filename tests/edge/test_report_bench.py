@@ -29,7 +29,7 @@ LABELS = ["local-rpi4-none", "offload-rpi4-wifi", "split-rpi4-wifi-C1", "split-r
 @pytest.fixture(scope="module")
 def bench_run(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real bench (local, offload, split C=1 and C=3 on rpi4 over Wi-Fi), run once per module."""
-    from edge.bench import run_bench
+    from fedsim.edge.bench import run_bench
 
     root = tmp_path_factory.mktemp("bench")
     spec = {

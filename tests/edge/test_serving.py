@@ -13,14 +13,22 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from fedsim.edge.codec import CODECS, Encoded
+from fedsim.edge.onnx_export import ort_session
+from fedsim.edge.proto import SERVICE, pb, rpc
+from fedsim.edge.server import ServedModel, ServerConfig, TailServer
+from fedsim.edge.wire import jpeg_decode, jpeg_encode, preprocess, tensor_message
+from fedsim.edge.worker import (
+    REQUESTS_FILE,
+    STAGES,
+    SUMMARY_FILE,
+    TRACE_FILE,
+    Worker,
+    WorkerConfig,
+    camera_images,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge.codec import CODECS, Encoded
-from edge.onnx_export import ort_session
-from edge.proto import SERVICE, pb, rpc
-from edge.server import ServedModel, ServerConfig, TailServer
-from edge.wire import jpeg_decode, jpeg_encode, preprocess, tensor_message
-from edge.worker import REQUESTS_FILE, STAGES, SUMMARY_FILE, TRACE_FILE, Worker, WorkerConfig, camera_images
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES
 from fedsim.tls import generate_certificates
@@ -353,7 +361,7 @@ def test_request_failing_after_retries_is_recorded_once(tiny_onnx: Path, tmp_pat
 
 
 def test_emulated_device_scales_device_stages_and_energy_adds_up(server: TailServer, tmp_path: Path) -> None:
-    from edge.calibrate import calibrate, time_scale
+    from fedsim.edge.calibrate import calibrate, time_scale
 
     rpi4 = DEVICES.get("rpi4")
     w = Worker(
@@ -392,7 +400,7 @@ def test_local_mode_from_a_model_folder_needs_no_server(tiny_onnx: Path, tmp_pat
 
 
 def test_stubs_generate_from_the_proto(tmp_path: Path) -> None:
-    from edge.proto import PROTO, _generate
+    from fedsim.edge.proto import PROTO, _generate
 
     _generate(tmp_path / "gen")
     grpc_code = (tmp_path / "gen" / "inference_pb2_grpc.py").read_text()

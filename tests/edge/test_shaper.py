@@ -9,14 +9,14 @@ import time
 from dataclasses import replace
 
 import pytest
-
-from edge.shaper import (
+from fedsim.edge.shaper import (
     Shaper,
     netns_unavailable,
     network_profile,
     run_in_netns,
     tc_tbf_commands,
 )
+
 from fedsim.errors import UserError
 from fedsim.system.profiles import NETWORKS
 

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
+from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck, teacher_stages
+from fedsim.edge.resnet import small_resnet
+from fedsim.edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_stage
+from fedsim.edge.teacher import obtain_teacher, teacher_key
 from torch import nn
 
-from edge.bottlefit import SplitClassifier, inject_bottleneck, teacher_stages
-from edge.resnet import small_resnet
-from edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_stage
-from edge.teacher import obtain_teacher, teacher_key
 from fedsim.config import Experiment
 from fedsim.data import make_dataset
 
