@@ -1,8 +1,5 @@
-"""Client side of every fedsim algorithm (Flower ClientApp handlers)."""
+"""Client side of every fedsim algorithm (Flower ClientApp handlers).
 
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
-
-# Explicit list: every client module registers its handlers here.
-from fedsim.clients import creamfl, fedavg, fedloge, fedprox, pfedpg  # noqa: F401  isort: skip
-
-__all__ = ["CLIENT_ALGORITHMS", "ClientAlgorithm"]
+Each module holds one algorithm's client half; :mod:`fedsim.algorithms` registers it
+together with the server half and the parameters.
+"""

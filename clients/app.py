@@ -7,18 +7,19 @@ holds and how large its data is (used for seeded sampling by partition id).
 
 from __future__ import annotations
 
-from fedsim.clients import CLIENT_ALGORITHMS
+from fedsim.clients.common import ClientAlgorithm
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsim.algorithms import client_of
 from fedsim.data.export import node_partition
 from fedsim.workspace import scenario_of
 
 app = ClientApp()
 
 
-def _algorithm(context: Context):
-    return CLIENT_ALGORITHMS.get(scenario_of(str(context.run_config["scenario"])).algorithm.name)
+def _algorithm(context: Context) -> ClientAlgorithm:
+    return client_of(scenario_of(str(context.run_config["scenario"])).algorithm.name)
 
 
 @app.train()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -17,6 +17,17 @@ from fedsim.models import SplitModel
 from fedsim.records import load_arrays, model_to_arrays
 from fedsim.training import Stats, derive_seed
 from fedsim.workspace import ClientData, scenario_of, worker_model
+
+#: A client's answer to one message of the server.
+Handler = Callable[[Message, Context], Message]
+
+
+@dataclass(frozen=True)
+class ClientAlgorithm:
+    """The client half of an algorithm: what it does on a train and an evaluate message."""
+
+    train: Handler
+    evaluate: Handler
 
 
 @dataclass
@@ -51,6 +62,18 @@ class ClientEnv:
         self.timings["cpu-s"] = self.timings.get("cpu-s", 0.0) + time.process_time() - cpu
 
 
+def scalar(value: object) -> float:
+    """One number of a record, checked (records may also hold lists, strings, bytes)."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number in the record, got {value!r}")
+    return float(value)
+
+
+def number(value: object) -> int:
+    """A whole number of a record (a count, a round), checked."""
+    return int(scalar(value))
+
+
 def client_env(msg: Message, context: Context) -> ClientEnv:
     """Build the env of one call from the run config and the node config.
 
@@ -60,12 +83,12 @@ def client_env(msg: Message, context: Context) -> ClientEnv:
     scenario = scenario_of(str(context.run_config["scenario"]))
     pid, data = node_partition(context.node_config, scenario)
     config = msg.content.config_records.get("config")
-    server_round = int(config["server-round"]) if config and "server-round" in config else 0
+    server_round = number(config["server-round"]) if config and "server-round" in config else 0
     return ClientEnv(scenario, pid, data, server_round)
 
 
 def reply(
-    msg: Message, env: ClientEnv, stats: Stats, arrays: ArrayRecord | None = None, **extra: float
+    msg: Message, env: ClientEnv, stats: Stats, arrays: ArrayRecord | None = None, /, **extra: float
 ) -> Message:
     """The standard reply: optional arrays and one MetricRecord with ``num-examples``."""
     metrics = MetricRecord(
@@ -84,7 +107,7 @@ def reply(
     return Message(content, reply_to=msg)
 
 
-def arrays_of(model: SplitModel) -> ArrayRecord:
+def arrays_of(model: nn.Module) -> ArrayRecord:
     """The model's weights to send back."""
     return model_to_arrays(model)
 
@@ -100,7 +123,7 @@ def persistent_linear(
     head = nn.Linear(dim, num_classes)
     if key in context.state.array_records:
         load_arrays(head, context.state.array_records[key])
-        return head, int(context.state.config_records[age_key]["rounds"])
+        return head, number(context.state.config_records[age_key]["rounds"])
     gen = torch.Generator().manual_seed(derive_seed(seed, pid, salt))
     with torch.no_grad():
         bound = 1.0 / dim**0.5

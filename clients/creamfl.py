@@ -20,26 +20,27 @@ at once without training.
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import client_env, reply
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.clients.common import ClientAlgorithm, client_env, number, reply
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedsim.config import Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
-from fedsim.methods.creamfl import info_nce, inter_modal_loss, intra_modal_loss
-from fedsim.models.multimodal import MultimodalNet
-from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
-from fedsim.strategies.creamfl import (
+from fedsim.methods.creamfl import (
     GLOBAL_RECORD,
     LOCAL_RECORD,
     CreamFLParams,
     encode_set,
+    info_nce,
+    inter_modal_loss,
+    intra_modal_loss,
     new_net,
     paired_of,
     params_of,
     public_inputs,
 )
+from fedsim.models.multimodal import MultimodalNet
+from fedsim.records import arrays_to_numpy, load_arrays, numpy_to_arrays, state_to_arrays
 from fedsim.training import Stats, derive_seed, make_optimizer, optimise_epoch
 
 #: Key of the client's model in ``context.state`` (never sent).
@@ -75,13 +76,13 @@ def private_epoch(
         if data.modality == "image_text":
             if len(idx) < 2:
                 return None
-            img, txt = net.image(data.images[idx]), net.text(data.tokens[idx])  # type: ignore[index,misc]
+            img, txt = net.image(data.images[idx]), net.text(data.tokens[idx])  # type: ignore[index,misc]  # a pair client holds both
             hits = (img @ txt.T).argmax(1) == torch.arange(len(idx))  # in-batch retrieval
             loss = info_nce(img, txt, tau)
         else:
             head = net.image_head if data.modality == "image" else net.text_head
             inputs = data.images if data.modality == "image" else data.tokens
-            logits = head(net.encode(data.modality, inputs[idx]))  # type: ignore[index,misc]
+            logits = head(net.encode(data.modality, inputs[idx]))  # type: ignore[index,misc]  # held for its modality
             hits = logits.argmax(1) == data.labels[idx]
             loss = nn.functional.cross_entropy(logits, data.labels[idx])
         correct += int(hits.sum())
@@ -128,7 +129,7 @@ def client_model(
     net = new_net(scenario, modality, False, derive_seed(scenario.seed, partition_id, 0xC4EA))
     if MODEL_KEY in context.state.array_records:
         load_arrays(net, context.state.array_records[MODEL_KEY])
-        return net, int(context.state.config_records[AGE_KEY]["rounds"])
+        return net, number(context.state.config_records[AGE_KEY]["rounds"])
     return net, 0
 
 
@@ -146,7 +147,8 @@ def train(msg: Message, context: Context) -> Message:
         public = {m: public_inputs(data.public, m) for m in held}
         previous = {m: encode_set(net, m, x) for m, x in public.items()}  # frozen round-start model
         global_reps = {
-            k: torch.from_numpy(v.copy()) for k, v in arrays_to_numpy(msg.content[GLOBAL_RECORD]).items()
+            k: torch.from_numpy(v.copy())
+            for k, v in arrays_to_numpy(msg.content.array_records[GLOBAL_RECORD]).items()
         }
         spec = env.scenario.train
         stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id)
@@ -189,4 +191,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     )
 
 
-CLIENT_ALGORITHMS.register("creamfl")(ClientAlgorithm(train=train, evaluate=evaluate))
+#: The client half, registered with the server half in :mod:`fedsim.algorithms`.
+HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import arrays_of, client_env, reply
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply
 from flwr.app import Context, Message
 
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
@@ -15,7 +14,7 @@ def train(msg: Message, context: Context) -> Message:
     """Load the global model, train locally, send the new weights back."""
     env = client_env(msg, context)
     with env.timed():
-        model = env.model(msg.content["arrays"])
+        model = env.model(msg.content.array_records["arrays"])
         spec = env.scenario.train
         stats = train_epochs(
             model,
@@ -36,7 +35,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     mask of classes absent from that test set, each also per class group of this client."""
     env = client_env(msg, context)
     with env.timed():
-        model = env.model(msg.content["arrays"])
+        model = env.model(msg.content.array_records["arrays"])
         stats = evaluate(model, env.data.x_test, env.data.y_test)
         logits = model(env.data.x_test)
         y, c = env.data.y_test, logits.shape[1]
@@ -49,4 +48,5 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     return reply(msg, env, stats, **extra)
 
 
-CLIENT_ALGORITHMS.register("fedavg")(ClientAlgorithm(train=train, evaluate=evaluate_local))
+#: The client half, registered with the server half in :mod:`fedsim.algorithms`.
+HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)

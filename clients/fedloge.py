@@ -21,15 +21,13 @@ client's own local test distribution. The method in full: docs/algorithms/fedlog
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import arrays_of, client_env, persistent_linear, reply
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, persistent_linear, reply
 from flwr.app import Context, Message
 from torch import nn
 
-from fedsim.methods.fedloge import local_logits
+from fedsim.methods.fedloge import local_logits, worker_net
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
-from fedsim.strategies.fedloge import worker_net
 from fedsim.training import Stats, make_optimizer, train_epochs
 
 #: Key of the local head in ``context.state`` (never sent).
@@ -52,7 +50,7 @@ def train(msg: Message, context: Context) -> Message:
     env = client_env(msg, context)
     with env.timed():
         net = worker_net(env.scenario)
-        load_arrays(net, msg.content["arrays"])
+        load_arrays(net, msg.content.array_records["arrays"])
         d, c = net.psi.in_features, net.psi.out_features
         phi, age = local_head(context, d, c, env.scenario.seed, env.partition_id)
 
@@ -91,7 +89,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     env = client_env(msg, context)
     with env.timed():
         net = worker_net(env.scenario)
-        load_arrays(net, msg.content["arrays"])
+        load_arrays(net, msg.content.array_records["arrays"])
         net.eval()
         d, c = net.psi.in_features, net.psi.out_features
         x, y = env.data.x_test, env.data.y_test
@@ -110,4 +108,5 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     )
 
 
-CLIENT_ALGORITHMS.register("fedloge")(ClientAlgorithm(train=train, evaluate=evaluate_local))
+#: The client half, registered with the server half in :mod:`fedsim.algorithms`.
+HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)

@@ -7,12 +7,12 @@ global model received this round, held fixed during local training.
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import arrays_of, client_env, reply
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
 from fedsim.clients.fedavg import evaluate_local
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
 from flwr.app import Context, Message
 from torch import nn
 
+from fedsim.methods.fedprox import MU_KEY
 from fedsim.training import cross_entropy, make_optimizer, train_epochs
 
 
@@ -32,9 +32,9 @@ def proximal_loss(global_params: list[torch.Tensor], mu: float):
 def train(msg: Message, context: Context) -> Message:
     """FedAvg's local training with the proximal term."""
     env = client_env(msg, context)
-    mu = float(msg.content["config"]["proximal-mu"])
+    mu = scalar(msg.content.config_records["config"][MU_KEY])
     with env.timed():
-        model = env.model(msg.content["arrays"])
+        model = env.model(msg.content.array_records["arrays"])
         global_params = [p.detach().clone() for p in model.parameters()]
         spec = env.scenario.train
         stats = train_epochs(
@@ -51,4 +51,5 @@ def train(msg: Message, context: Context) -> Message:
     return reply(msg, env, stats, arrays)
 
 
-CLIENT_ALGORITHMS.register("fedprox")(ClientAlgorithm(train=train, evaluate=evaluate_local))
+#: The client half, registered with the server half in :mod:`fedsim.algorithms`.
+HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)

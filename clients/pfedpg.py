@@ -15,7 +15,7 @@ initial values. Evaluation: argmax H_n(F*([cls, P, z])) on the local test set, w
 prompts of the evaluate message (or its own).
 
 Data: the client's partition minus the public pretraining split, in its domain's style
-when the partition is ``domains`` (:func:`fedsim.strategies.pfedpg.prompt_client_data`).
+when the partition is ``domains`` (:func:`fedsim.methods.pfedpg.prompt_client_data`).
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from fedsim.clients.common import ClientEnv, client_env, persistent_linear, reply
-from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+from fedsim.clients.common import ClientAlgorithm, ClientEnv, client_env, persistent_linear, reply
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
 from fedsim.config import Scenario
-from fedsim.models.vit import ViTEncoder
-from fedsim.records import state_to_arrays, to_array
-from fedsim.strategies.pfedpg import (
+from fedsim.methods.pfedpg import (
     DELTA_KEY,
     PROMPTS_KEY,
+    Variant,
     frozen_encoder,
     initial_prompts,
     prompt_client_data,
     tensor_of,
 )
+from fedsim.models.vit import ViTEncoder
+from fedsim.records import state_to_arrays, to_array
 from fedsim.training import Stats, evaluate, make_optimizer, train_epochs
 from fedsim.workspace import federated_data
 
@@ -77,9 +77,9 @@ def local_head(context: Context, dim: int, num_classes: int, seed: int, pid: int
 def start_prompts(msg: Message, context: Context, scenario: Scenario) -> tuple[torch.Tensor, bool]:
     """The prompts to start from and whether they came from the server."""
     if PROMPTS_KEY in msg.content.array_records:
-        return tensor_of(msg.content[PROMPTS_KEY], PROMPTS_KEY), True
+        return tensor_of(msg.content.array_records[PROMPTS_KEY], PROMPTS_KEY), True
     if PROMPT_STATE_KEY in context.state.array_records:
-        return tensor_of(context.state[PROMPT_STATE_KEY], PROMPTS_KEY), False
+        return tensor_of(context.state.array_records[PROMPT_STATE_KEY], PROMPTS_KEY), False
     return initial_prompts(scenario), False
 
 
@@ -139,10 +139,6 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     return reply(msg, env, stats, **{"has-local-head": float(HEAD_KEY in context.state)})
 
 
-_HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)
-for _name in ("pfedpg", "pfedpg_base", "fedvpt", "vpt_local"):
-    CLIENT_ALGORITHMS.register(_name)(_HANDLERS)
-# The head-only control: the same client with its prompts never tuned.
-CLIENT_ALGORITHMS.register("vpt_head")(
-    ClientAlgorithm(train=partial(train, tune_prompts=False), evaluate=evaluate_local)
-)
+def handlers(variant: Variant) -> ClientAlgorithm:
+    """The client of a variant: the head-only control never tunes its prompts."""
+    return ClientAlgorithm(train=partial(train, tune_prompts=variant.tune_prompts), evaluate=evaluate_local)

@@ -47,7 +47,7 @@ class Catalogue(StrEnum):
 
 def _registry(what: Catalogue):
     if what is Catalogue.algorithms:
-        from fedsim.strategies import STRATEGIES
+        from fedsim.algorithms import ALGORITHMS as STRATEGIES
 
         return STRATEGIES
     if what is Catalogue.datasets:
@@ -108,29 +108,30 @@ def validate(
     console.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-@app.command()
-def pretrain(
-    scenario: Path,
-    set_: SetOption = None,
-    out: Annotated[Path | None, typer.Option(help="Also copy the checkpoint to this file.")] = None,
-) -> None:
-    """Pretrain (or find in the cache) the frozen backbone of a prompt-tuning scenario (pfedpg)."""
-    import shutil
+def _mount_algorithm_commands() -> None:
+    """The verbs algorithms register (``fedsim pretrain`` of the prompt algorithms)."""
+    from fedsim.algorithms import Command, commands
 
-    from fedsim.loader import load_scenario
-    from fedsim.strategies.pfedpg import pretrain_backbone
+    def mount(command: Command) -> None:
+        def verb(scenario: Path, set_: SetOption = None, out: Path | None = None) -> None:
+            from fedsim.loader import load_scenario
 
-    backbone = pretrain_backbone(load_scenario(scenario, set_ or []))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(backbone.path, out)
-    how = "pretrained" if backbone.pretrained_here else "found in the cache"
-    console.print(
-        f"backbone {how}: {out or backbone.path} sha256 {backbone.sha256}; "
-        f"use it with --set algorithm.backbone={out or backbone.path}",
-        highlight=False,
-        soft_wrap=True,
-    )
+            line = command.run(load_scenario(scenario, set_ or []), out)
+            console.print(line, highlight=False, soft_wrap=True)
+
+        verb.__annotations__ = {  # real objects: typer reads the options from them
+            "scenario": Path,
+            "set_": SetOption,
+            "out": Annotated[Path | None, typer.Option(help=command.out_help)],
+            "return": None,
+        }
+        app.command(command.name, help=command.help)(verb)
+
+    for command in commands():
+        mount(command)
+
+
+_mount_algorithm_commands()
 
 
 @app.command()

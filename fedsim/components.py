@@ -41,10 +41,10 @@ def _profile(registry: Registry[Any], name: str, source: str, at: str, extra: tu
 
 def check_scenario(scenario: Scenario, source: str) -> None:
     """Every named component of an FL scenario, its device and network profiles, its trace."""
+    from fedsim.algorithms import ALGORITHMS
     from fedsim.data import DATASETS, PARTITIONERS
     from fedsim.models import MODELS
     from fedsim.runtimes import RUNTIMES
-    from fedsim.strategies import STRATEGIES
     from fedsim.system.availability import read_trace
     from fedsim.system.profiles import DEVICES, NETWORKS
 
@@ -54,7 +54,7 @@ def check_scenario(scenario: Scenario, source: str) -> None:
     check_named(PARTITIONERS, part.name, part.params, source, "data.partition", "data.partition.name")
     check_named(MODELS, scenario.model.name, scenario.model.params, source, "model", "model.name")
     algo = scenario.algorithm
-    check_named(STRATEGIES, algo.name, algo.params, source, "algorithm", "algorithm.name")
+    check_named(ALGORITHMS, algo.name, algo.params, source, "algorithm", "algorithm.name")
     check_named(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
     system = scenario.system
     if system is None:
@@ -64,7 +64,7 @@ def check_scenario(scenario: Scenario, source: str) -> None:
         _profile(NETWORKS, entry.network, source, f"system.mix.{i}.network")
     if system.availability.model == "trace":
         try:
-            read_trace(system.availability.trace, scenario.clients.num)  # type: ignore[arg-type]
+            read_trace(system.availability.trace, scenario.clients.num)  # type: ignore[arg-type]  # set: the schema requires it for "trace"
         except UserError as exc:
             raise ConfigError(f"{source}: system.availability.trace: {exc}") from None
 

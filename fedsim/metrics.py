@@ -13,13 +13,13 @@ the clients that have samples in it.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from fedsim.config import Scenario
 from fedsim.data import class_groups
+from fedsim.memo import Memo, memo
 from fedsim.workspace import federated_data
 
 #: The long-tail class groups of docs/algorithms/fedloge.md (75% / 95% of the samples).
@@ -28,7 +28,9 @@ GROUPS = ("head", "middle", "tail")
 MASKED = -1e9
 
 
-@lru_cache(maxsize=8)
+_GROUPS: Memo[tuple[torch.Tensor, ...]] = memo("metrics.class_groups", 8)  # key: scenario JSON
+
+
 def _groups(text: str) -> tuple[torch.Tensor, ...]:
     from fedsim.workspace import scenario_of
 
@@ -39,7 +41,8 @@ def _groups(text: str) -> tuple[torch.Tensor, ...]:
 
 def class_group_index(scenario: Scenario) -> dict[str, torch.Tensor]:
     """Class indices of the head, middle and tail groups of the scenario's training set."""
-    return dict(zip(GROUPS, _groups(scenario.to_json()), strict=True))
+    text = scenario.to_json()
+    return dict(zip(GROUPS, _GROUPS.get(text, lambda: _groups(text)), strict=True))
 
 
 def group_accuracy(

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from fedsim.algorithms import build_strategy
 from fedsim.config import Scenario
 from fedsim.errors import RunFailed, UserError
 from fedsim.loader import load_scenario, require_kind
@@ -17,7 +18,6 @@ from fedsim.registry import Registry
 from fedsim.runstore import RunFolder, new_run_dir
 from fedsim.runtimes import RUNTIMES, LaunchRequest
 from fedsim.server.callbacks import summarise
-from fedsim.strategies import build_strategy
 from fedsim.workspace import federated_data
 
 

@@ -7,19 +7,22 @@ reused by every client call in that process: no data or model is rebuilt per rou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from fedsim.config import Scenario, scenario_from_json
 from fedsim.data import FederatedData, build_federated
+from fedsim.memo import Memo, memo
 from fedsim.models import SplitModel, build_model
 
+_SCENARIOS: Memo[Scenario] = memo("workspace.scenario", 8)  # key: scenario JSON
+_CLIENT_DATA: Memo[ClientData] = memo("workspace.client_data", 4096)  # key: (scenario JSON, partition id)
+_MODELS: Memo[SplitModel] = memo("workspace.model", 8)  # key: (scenario JSON, slot)
 
-@lru_cache(maxsize=8)
+
 def scenario_of(text: str) -> Scenario:
     """Parse a resolved scenario (as carried in the run config), once per process."""
-    return scenario_from_json(text)
+    return _SCENARIOS.get(text, lambda: scenario_from_json(text))
 
 
 def federated_data(scenario: Scenario) -> FederatedData:
@@ -46,7 +49,6 @@ class ClientData:
     y_test: torch.Tensor
 
 
-@lru_cache(maxsize=4096)
 def _client_data(text: str, partition_id: int) -> ClientData:
     fed = federated_data(scenario_of(text))
     ds = fed.dataset
@@ -57,7 +59,8 @@ def _client_data(text: str, partition_id: int) -> ClientData:
 
 def client_data(scenario: Scenario, partition_id: int) -> ClientData:
     """The data of one client in simulation (cached per process)."""
-    return _client_data(scenario.to_json(), partition_id)
+    text = scenario.to_json()
+    return _CLIENT_DATA.get((text, partition_id), lambda: _client_data(text, partition_id))
 
 
 def new_model(scenario: Scenario) -> SplitModel:
@@ -68,11 +71,6 @@ def new_model(scenario: Scenario) -> SplitModel:
     )
 
 
-@lru_cache(maxsize=8)
-def _worker_model(text: str, slot: str) -> SplitModel:
-    return new_model(scenario_of(text))
-
-
 def worker_model(scenario: Scenario, slot: str = "client") -> SplitModel:
     """One model per process and slot, reused by every call: load weights into it in place."""
-    return _worker_model(scenario.to_json(), slot)
+    return _MODELS.get((scenario.to_json(), slot), lambda: new_model(scenario))

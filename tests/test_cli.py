@@ -101,14 +101,14 @@ class _EvaluationCrash(Exception):
 def _register_failing_algorithms() -> None:
     """``test_crash_eval``: the server's evaluation raises after round 1 (a bug in fedsim);
     ``test_crash_clients``: every client's training raises (the run cannot go on)."""
-    from fedsim.clients.fedavg import evaluate_local
-    from fedsim.clients.registry import CLIENT_ALGORITHMS, ClientAlgorithm
+    from fedsim.clients.common import ClientAlgorithm
+    from fedsim.clients.fedavg import evaluate_local, train
 
+    from fedsim.algorithms import ALGORITHMS, Algorithm, register
     from fedsim.config import NoParams
     from fedsim.strategies.fedavg import FedAvg
-    from fedsim.strategies.registry import STRATEGIES
 
-    if "test_crash_eval" in STRATEGIES:
+    if "test_crash_eval" in ALGORITHMS:
         return
 
     class CrashingEvaluation(FedAvg):
@@ -120,14 +120,10 @@ def _register_failing_algorithms() -> None:
     def failing_train(msg, context):
         raise RuntimeError("client exploded")
 
-    STRATEGIES.register("test_crash_eval", params=NoParams)(lambda sc, p: CrashingEvaluation(sc))
-    STRATEGIES.register("test_crash_clients", params=NoParams)(lambda sc, p: FedAvg(sc))
-    from fedsim.clients.fedavg import train
-
-    CLIENT_ALGORITHMS.register("test_crash_eval")(ClientAlgorithm(train=train, evaluate=evaluate_local))
-    CLIENT_ALGORITHMS.register("test_crash_clients")(
-        ClientAlgorithm(train=failing_train, evaluate=evaluate_local)
-    )
+    crash_eval = ClientAlgorithm(train=train, evaluate=evaluate_local)
+    register(Algorithm("test_crash_eval", "", NoParams, lambda sc, p: CrashingEvaluation(sc), crash_eval))
+    crash_clients = ClientAlgorithm(train=failing_train, evaluate=evaluate_local)
+    register(Algorithm("test_crash_clients", "", NoParams, lambda sc, p: FedAvg(sc), crash_clients))
 
 
 def _main(*args: str) -> tuple[int, str, str]:

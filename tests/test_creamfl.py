@@ -85,7 +85,7 @@ def test_vocabulary_covers_every_caption_word() -> None:
 
 def test_paired_sets_and_modalities(write_scenario) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.creamfl import paired_of
+    from fedsim.methods.creamfl import paired_of
 
     sc = load_scenario(creamfl_scenario(write_scenario))
     data = paired_of(sc)
@@ -102,10 +102,10 @@ def test_paired_sets_and_modalities(write_scenario) -> None:
 
 
 def test_creamfl_needs_shapes_and_the_multimodal_model(write_scenario) -> None:
+    from fedsim.algorithms import build_strategy
     from fedsim.errors import UserError
     from fedsim.loader import load_scenario
-    from fedsim.strategies import build_strategy
-    from fedsim.strategies.creamfl import paired_of
+    from fedsim.methods.creamfl import paired_of
 
     path = creamfl_scenario(write_scenario)
     sc = load_scenario(path, ["model={name: cnn}"])
@@ -122,8 +122,8 @@ def test_creamfl_needs_shapes_and_the_multimodal_model(write_scenario) -> None:
 def run_round(sc, server_round: int = 1):
     from fedsim.clients.app import app
 
+    from fedsim.algorithms import build_strategy
     from fedsim.runtimes.inprocess import NODE_ID_OFFSET, InProcessGrid
-    from fedsim.strategies import build_strategy
     from fedsim.strategies.base import NodeInfo
 
     grid = InProcessGrid(app, sc.clients.num, {"scenario": sc.to_json()})
@@ -250,7 +250,7 @@ def test_tiny_run_through_cli(write_scenario, tmp_path: Path) -> None:
 
 def test_shipped_comparison_holds_creamfl_its_baseline_and_ablations() -> None:
     from fedsim.loader import read_file
-    from fedsim.strategies.creamfl import params_of
+    from fedsim.methods.creamfl import params_of
 
     root = Path(__file__).parents[1]
     contents = read_file(root / "scenarios" / "creamfl_shapes.yaml")
@@ -270,7 +270,7 @@ def test_shipped_comparison_holds_creamfl_its_baseline_and_ablations() -> None:
 
 def test_wide_clients_scenario_is_run_d_of_the_readme() -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.creamfl import model_params, params_of
+    from fedsim.methods.creamfl import model_params, params_of
 
     root = Path(__file__).parents[1]
     sc = load_scenario(root / "scenarios" / "creamfl_shapes_wide_clients.yaml", ["sweep=null"])
@@ -355,8 +355,8 @@ def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
     from fedsim.clients.creamfl import MODEL_KEY, private_epochs
 
     from fedsim.loader import load_scenario
+    from fedsim.methods.creamfl import params_of
     from fedsim.records import arrays_to_numpy
-    from fedsim.strategies.creamfl import params_of
 
     # (write_scenario writes one file: load each scenario before writing the next)
     warm_sc = load_scenario(

@@ -89,11 +89,11 @@ def fedloge_scenario(write_scenario, **extra):
 def test_local_head_never_leaves_the_client_and_ssec_is_frozen(write_scenario) -> None:
     from fedsim.clients.app import app
 
+    from fedsim.algorithms import build_strategy
     from fedsim.loader import load_scenario
+    from fedsim.methods.fedloge import params_of, worker_net
     from fedsim.records import array_view
     from fedsim.runtimes.inprocess import InProcessGrid
-    from fedsim.strategies import build_strategy
-    from fedsim.strategies.fedloge import params_of, worker_net
 
     sc = load_scenario(fedloge_scenario(write_scenario))
     grid = InProcessGrid(app, 2, {"scenario": sc.to_json()})
@@ -187,7 +187,7 @@ def test_resume_restores_local_heads(write_scenario) -> None:
 
 def test_ssec_keeps_a_frozen_random_bias_unless_asked_not_to(write_scenario) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.fedloge import build_net
+    from fedsim.methods.fedloge import build_net
 
     sc = load_scenario(fedloge_scenario(write_scenario))
     net = build_net(sc)
@@ -206,12 +206,12 @@ def test_local_evaluation_on_the_authors_terms(write_scenario) -> None:
     from fedsim.clients.app import app
     from fedsim.clients.fedloge import local_head
 
+    from fedsim.algorithms import build_strategy
     from fedsim.loader import load_scenario
+    from fedsim.methods.fedloge import build_net
     from fedsim.metrics import local_class_groups, mask_absent
     from fedsim.records import load_arrays
     from fedsim.runtimes.inprocess import InProcessGrid
-    from fedsim.strategies import build_strategy
-    from fedsim.strategies.fedloge import build_net
     from fedsim.workspace import client_data
 
     path = fedloge_scenario(write_scenario, data={"partition": {"name": "dirichlet", "alpha": 0.2}})

@@ -12,7 +12,8 @@ import yaml
 from rich.console import Console
 
 from fedsim.data.domains import DomainsParams, client_style, domains, styled
-from fedsim.methods.pfedpg import PretrainRecipe, PromptGenerator, cached_backbone, generator_step
+from fedsim.methods.backbone import PretrainRecipe, cached_backbone
+from fedsim.methods.pfedpg import PromptGenerator, generator_step
 from fedsim.models import build_model
 
 QUIET = Console(quiet=True)
@@ -226,9 +227,9 @@ def client_rows(run: Path, phase: str) -> list[dict]:
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_tiny_runs_keep_backbone_heads_and_count_bytes(tmp_path: Path, algorithm: str) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.methods.pfedpg import file_sha256
+    from fedsim.methods.backbone import file_sha256
+    from fedsim.methods.pfedpg import backbone_of, frozen_encoder
     from fedsim.runner import start_run
-    from fedsim.strategies.pfedpg import backbone_of, frozen_encoder
 
     path = prompt_scenario(tmp_path, algorithm)
     folder, summary = start_run(path, [], None, False, False, QUIET)
@@ -263,7 +264,7 @@ def test_tiny_runs_keep_backbone_heads_and_count_bytes(tmp_path: Path, algorithm
 
 def test_clients_never_see_the_public_split(tmp_path: Path) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.pfedpg import prompt_client_data, public_split
+    from fedsim.methods.pfedpg import prompt_client_data, public_split
     from fedsim.workspace import federated_data
 
     sc = load_scenario(
@@ -283,7 +284,7 @@ def test_clients_never_see_the_public_split(tmp_path: Path) -> None:
 
 def test_scenario_attention_logit_std_reaches_the_generator(tmp_path: Path) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.pfedpg import initial_prompts, new_generator
+    from fedsim.methods.pfedpg import initial_prompts, new_generator
 
     path = prompt_scenario(tmp_path, "pfedpg")
     plain = new_generator(load_scenario(path))
@@ -296,14 +297,14 @@ def test_scenario_attention_logit_std_reaches_the_generator(tmp_path: Path) -> N
 
 def test_fedvpt_averages_deltas_by_sample_count(tmp_path: Path) -> None:
     from fedsim.loader import load_scenario
-    from fedsim.strategies.pfedpg import FedVPT, prompt_record, tensor_of
+    from fedsim.methods.pfedpg import VARIANTS, prompt_record, tensor_of
+    from fedsim.strategies.pfedpg import AveragedPrompts, rule_for
 
     sc = load_scenario(prompt_scenario(tmp_path, "fedvpt"))
-    strategy = FedVPT(sc)
+    rule = rule_for(VARIANTS["fedvpt"], sc)
+    assert isinstance(rule, AveragedPrompts)
     start = torch.zeros(4, 16)
-    new = strategy.update(
-        prompt_record(start), {0: torch.ones(4, 16), 1: torch.full((4, 16), 4.0)}, {0: 3, 1: 1}
-    )
+    new = rule.update(prompt_record(start), {0: torch.ones(4, 16), 1: torch.full((4, 16), 4.0)}, {0: 3, 1: 1})
     torch.testing.assert_close(tensor_of(new, "prompts"), torch.full((4, 16), 0.75 * 1 + 0.25 * 4))
 
 

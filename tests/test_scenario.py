@@ -49,7 +49,7 @@ def test_dirichlet_alpha_must_be_positive(write_scenario) -> None:
 
 def test_unknown_component_lists_known(write_scenario) -> None:
     msg = error_of(write_scenario({"algorithm": {"name": "fedsgd"}}))
-    from fedsim.strategies import STRATEGIES
+    from fedsim.algorithms import ALGORITHMS as STRATEGIES
 
     known = ", ".join(sorted(STRATEGIES.names()))
     assert {"fedavg", "fedloge", "fedprox"} <= set(STRATEGIES.names())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
 from fedsim.data.cifar import read_cifar10, read_cifar100
 from fedsim.data.imagefolder import read_imagefolder
 from fedsim.data.shapes import SHAPES, generate_shapes
+from fedsim.memo import Memo, memo
 from fedsim.registry import Registry
 
 Loader = Callable[[Any, int], Dataset]
@@ -111,11 +111,11 @@ def load_imagefolder(options: ImageFolderParams, seed: int) -> Dataset:
 
 
 _lock = threading.Lock()
+_DATASETS: Memo[Dataset] = memo("data.dataset", 8)  # key: (name, options JSON, seed)
 _SEED_FREE = {"cifar10", "cifar100"}  # fixed splits: one cached copy for every seed
 
 
-@lru_cache(maxsize=8)
-def _load_cached(name: str, options_json: str, seed: int) -> Dataset:
+def _load(name: str, options_json: str, seed: int) -> Dataset:
     entry = DATASETS.entry(name)
     return entry.obj(entry.params.model_validate_json(options_json), seed)
 
@@ -152,9 +152,9 @@ def load_dataset(name: str, options: Mapping[str, Any] | BaseModel, seed: int) -
     key = json.dumps(params.model_dump(mode="json"), sort_keys=True)
     seed = 0 if name in _SEED_FREE else int(seed)
     with _lock:
-        return _load_cached(name, key, seed)
+        return _DATASETS.get((name, key, seed), lambda: _load(name, key, seed))
 
 
 def clear_dataset_cache() -> None:
     """Forget every cached dataset (frees memory; the next load reads again)."""
-    _load_cached.cache_clear()
+    _DATASETS.clear()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 
 from fedsim.config import Scenario
 from fedsim.errors import UserError
+from fedsim.memo import Memo, memo
 from fedsim.workspace import ClientData, client_data, federated_data
 
 FORMAT = "fedsim-partition/1"
@@ -100,7 +100,9 @@ class Partition:
     meta: dict[str, Any]
 
 
-@lru_cache(maxsize=4)
+_FILES: Memo[Partition] = memo("data.partition_file", 4)  # key: (path, mtime in ns)
+
+
 def _load(path: str, mtime_ns: int) -> Partition:
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -130,7 +132,8 @@ def read_partition(path: Path | str, scenario: Scenario) -> Partition:
             f"partition file {file} not found on this SuperNode; expected the client-N.npz written by "
             "'fedsim data export SCENARIO OUTDIR' at that path"
         )
-    part = _load(str(file.resolve()), file.stat().st_mtime_ns)
+    key = (str(file.resolve()), file.stat().st_mtime_ns)
+    part = _FILES.get(key, lambda: _load(*key))
     expected = fingerprint(scenario)
     if part.meta.get("fingerprint") != expected:
         raise PartitionFileError(

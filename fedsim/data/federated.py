@@ -6,7 +6,6 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from fedsim.data.base import Dataset, derive_rng
 from fedsim.data.datasets import DATASETS, load_dataset
 from fedsim.data.partition import PARTITIONERS, local_test_indices, long_tail_indices
 from fedsim.errors import UserError
+from fedsim.memo import Memo, memo
 
 # Fixed salts: each step draws from its own stream of the scenario seed.
 SALT_LONG_TAIL = 0x17A1
@@ -75,6 +75,8 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 
 _lock = threading.Lock()
+#: key: (dataset, options JSON, partitioner, its parameters JSON, clients, seed, imbalance factor)
+_FEDERATED: Memo[FederatedData] = memo("data.federated", 8)
 
 
 def build_federated(
@@ -127,7 +129,7 @@ def build_federated(
     options = DATASETS.params_of(dataset, dict(dataset_options)).model_dump(mode="json")
     params = PARTITIONERS.params_of(partition, dict(partition_params))
     with _lock:
-        return _build_cached(
+        key = (
             dataset,
             json.dumps(options, sort_keys=True),
             partition,
@@ -136,10 +138,10 @@ def build_federated(
             int(seed),
             None if imbalance_factor is None else float(imbalance_factor),
         )
+        return _FEDERATED.get(key, lambda: _build(*key))
 
 
-@lru_cache(maxsize=8)
-def _build_cached(
+def _build(
     dataset: str,
     options_json: str,
     partition: str,
@@ -184,4 +186,4 @@ def _build_cached(
 
 def clear_federated_cache() -> None:
     """Forget every cached `FederatedData`."""
-    _build_cached.cache_clear()
+    _FEDERATED.clear()

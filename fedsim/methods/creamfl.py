@@ -28,9 +28,19 @@ All embeddings are L2-normalised rows. P is the public set, d the embedding dime
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from fedsim.config import Params, Scenario
+from fedsim.data.captions import vocabulary
+from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
+from fedsim.errors import UserError
+from fedsim.memo import Memo, memo
+from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
+from fedsim.workspace import federated_data
 
 RECALL_KS = (1, 5, 10)
 
@@ -162,3 +172,106 @@ def distillation_diagnostics(
             out["text-target-r1"] = recall_at_k(global_reps["image"] @ target.T, ks=(1,))["t2i_r1"]
         out[f"{m}-client-cos"] = float((local[m] * global_reps[m]).sum(-1).mean())
     return out
+
+
+# ----------------------------------------------------------------------------- what both halves share
+
+#: Names of the representation arrays in messages (each ``[|P|, d]`` float32).
+MODALITY_KEYS: tuple[str, str] = ("image", "text")
+#: Record names: the server's global representations, a client's local ones.
+GLOBAL_RECORD, LOCAL_RECORD = "global", "local"
+
+
+class CreamFLParams(Params):
+    """CreamFL's parameters (authors' defaults where the paper gives them)."""
+
+    public_size: int = Field(1000, ge=8, le=100_000, description="|P|: public image-caption pairs")
+    modalities: tuple[Literal["image", "text", "image_text"], ...] = Field(
+        ("image", "text", "image_text"),
+        min_length=1,
+        description="client modalities, by partition id in turn",
+    )
+    text_label: Literal["shape", "colour", "size", "position", "background", "texture"] = Field(
+        "colour", description="caption attribute text-only clients classify"
+    )
+    tau: float = Field(0.5, gt=0, description="temperature of the inter/intra regularisers")
+    reg_weight: float = Field(0.5, ge=0, description="lambda: weight of each regulariser")
+    inter: bool = Field(True, description="inter-modal regulariser on clients")
+    intra: bool = Field(True, description="intra-modal regulariser on clients")
+    kd_weight: float = Field(0.3, ge=0, description="weight of the server's distillation")
+    aggregation: Literal["ensemble", "mean"] = Field(
+        "ensemble", description="how client representations merge"
+    )
+    public_only: bool = Field(False, description="baseline: server trained on public data only")
+    server_warmup_rounds: int = Field(
+        0, ge=0, description="rounds the server trains on public data alone before clients take part"
+    )
+    client_warmup_epochs: int = Field(
+        0, ge=0, description="extra private epochs in a client's first round (a pretrained start)"
+    )
+    contrastive_tau: float = Field(0.1, gt=0, description="temperature of the InfoNCE (server, pair clients)")
+    server_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the server")
+    distil_optimizer: Literal["shared", "own"] = Field(
+        "shared", description="the distillation's Adam: the public epochs' (authors' code), or its own"
+    )
+    server_batch_size: int = Field(64, ge=2)
+    chunk_size: int = Field(256, ge=1, description="public items per chunk of the ensemble scores")
+
+
+def params_of(scenario: Scenario) -> CreamFLParams:
+    """The scenario's validated CreamFL parameters."""
+    return CreamFLParams.model_validate(scenario.algorithm.params)
+
+
+def model_params(scenario: Scenario) -> MultimodalParams:
+    """The scenario's encoder parameters (its ``model`` section must be ``multimodal``)."""
+    if scenario.model.name != "multimodal":
+        raise UserError(f"algorithm 'creamfl' needs model.name 'multimodal', got {scenario.model.name!r}")
+    return MultimodalParams.model_validate(scenario.model.params)
+
+
+_PAIRED: Memo[PairedData] = memo("creamfl.paired", 4)  # key: scenario JSON
+
+
+def _paired(scenario: Scenario) -> PairedData:
+    p = params_of(scenario)
+    return build_paired(federated_data(scenario), p.public_size, scenario.seed, p.modalities, p.text_label)
+
+
+def paired_of(scenario: Scenario) -> PairedData:
+    """The scenario's public, test and private paired sets (built once per process)."""
+    return _PAIRED.get(scenario.to_json(), lambda: _paired(scenario))
+
+
+def new_net(scenario: Scenario, modality: Modality, server: bool, seed: int) -> MultimodalNet:
+    """A freshly initialised network, deterministic for ``seed`` (the global RNG is untouched)."""
+    data = paired_of(scenario)
+    shape = data.public.images.shape[1:]
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_multimodal(
+            model_params(scenario),
+            (int(shape[0]), int(shape[1]), int(shape[2])),
+            len(vocabulary()),
+            image=modality != "text",
+            text=modality != "image",
+            server=server,
+            image_classes=0 if server else federated_data(scenario).dataset.num_classes,
+            text_classes=0 if server else data.num_text_classes,
+        )
+
+
+@torch.no_grad()
+def encode_set(
+    net: MultimodalNet, modality: str, inputs: torch.Tensor, batch_size: int = 500
+) -> torch.Tensor:
+    """Embeddings ``[N, d]`` of all ``inputs`` by the encoder of ``modality`` (eval mode)."""
+    net.eval()
+    return torch.cat(
+        [net.encode(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    )
+
+
+def public_inputs(public: PairedSet, modality: str) -> torch.Tensor:
+    """The public set's images or token ids."""
+    return public.images if modality == "image" else public.tokens

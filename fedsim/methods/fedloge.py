@@ -25,14 +25,18 @@ GLA-FR (feature realignment, no training):
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from fedsim.cache import cache_dir
+from fedsim.config import Params, Scenario
+from fedsim.memo import Memo, memo
 from fedsim.metrics import mask_absent
+from fedsim.training import derive_seed
+from fedsim.workspace import new_model
 
 ETF_NORM = 0.1
 GENERIC_SCALE = 1.7
@@ -86,20 +90,27 @@ def generate_ssec(
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         ssec_loss(m).backward()
-        m.grad.mul_(mask)  # masked gradient: zeros stay zero
+        if m.grad is not None:  # always: backward() just filled it
+            m.grad.mul_(mask)  # masked gradient: zeros stay zero
         opt.step()
         with torch.no_grad():
             m.mul_(mask)  # Adam's update is zero where the gradient always was
     return m.detach().float(), mask, start.float()
 
 
-@lru_cache(maxsize=4)
+_SSEC: Memo[torch.Tensor] = memo("fedloge.ssec", 4)  # key: (d, num_classes, seed, beta, steps)
+
+
 def cached_ssec(d: int, num_classes: int, seed: int, beta: float, steps: int) -> torch.Tensor:
     """The SSE-C weight [C, d] (M^T) for the run's seed.
 
     Generated once (10,000 Adam steps take ~10 s) and cached on disk, so every client
     process and every later run regenerate nothing; the cache key holds every input.
     """
+    return _SSEC.get((d, num_classes, seed, beta, steps), lambda: _ssec(d, num_classes, seed, beta, steps))
+
+
+def _ssec(d: int, num_classes: int, seed: int, beta: float, steps: int) -> torch.Tensor:
     file = cache_dir() / "ssec" / f"d{d}-c{num_classes}-seed{seed}-beta{beta}-steps{steps}.pt"
     if file.exists():
         weight = torch.load(file, weights_only=True)
@@ -129,3 +140,79 @@ def local_logits(z: torch.Tensor, phi: nn.Linear, psi: nn.Linear, present: torch
     psi_k = realign_local(phi.weight, psi.weight)
     logits = phi(z) + z @ psi_k.T + psi.bias
     return mask_absent(logits, present)
+
+
+# ----------------------------------------------------------------------------- what both halves share
+
+
+class FedLoGeParams(Params):
+    """FedLoGe's parameters (authors' defaults)."""
+
+    sparsity: float = Field(0.6, ge=0, lt=1, description="beta: share of SSE-C entries zeroed")
+    ssec_steps: int = Field(10_000, ge=0, description="Adam steps re-optimising SSE-C (authors' value)")
+    generic_scale: float = Field(1.7, gt=0, description="norm of each realigned psi_hat row")
+    ssec_bias: bool = Field(
+        True,
+        description="SSE-C keeps nn.Linear's random initial bias, frozen (the authors' code); false: no bias",
+    )
+
+
+class FedLoGeNet(nn.Module):
+    """Backbone + frozen SSE-C + auxiliary head psi. state_dict: backbone and psi only."""
+
+    ssec: torch.Tensor
+    ssec_bias: torch.Tensor
+
+    def __init__(
+        self,
+        features: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        ssec_weight: torch.Tensor,
+        ssec_bias: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.psi = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("ssec", ssec_weight.clone(), persistent=False)
+        self.register_buffer("ssec_bias", ssec_bias.clone(), persistent=False)
+
+    def ssec_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The frozen SSE-C classifier on features ``z``."""
+        return z @ self.ssec.T + self.ssec_bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the SSE-C classifier."""
+        return self.ssec_logits(self.features(x))
+
+
+def params_of(scenario: Scenario) -> FedLoGeParams:
+    """The scenario's validated FedLoGe parameters."""
+    return FedLoGeParams.model_validate(scenario.algorithm.params)
+
+
+def build_net(scenario: Scenario) -> FedLoGeNet:
+    """A fresh FedLoGe network for the scenario (deterministic for its seed)."""
+    base = new_model(scenario)
+    p = params_of(scenario)
+    ssec = cached_ssec(base.feature_dim, base.num_classes, scenario.seed, p.sparsity, p.ssec_steps)
+    bound = 1.0 / base.feature_dim**0.5
+    bias = torch.zeros(base.num_classes)
+    if p.ssec_bias:  # nn.Linear's initial bias, from its own stream of the run's seed
+        bias.uniform_(
+            -bound, bound, generator=torch.Generator().manual_seed(derive_seed(scenario.seed, 0x55EC))
+        )
+    net = FedLoGeNet(base.features, base.feature_dim, base.num_classes, ssec, bias)
+    gen = torch.Generator().manual_seed(scenario.seed)
+    with torch.no_grad():  # psi initialised like nn.Linear, but from the run's seed
+        net.psi.weight.uniform_(-bound, bound, generator=gen)
+        net.psi.bias.uniform_(-bound, bound, generator=gen)
+    return net
+
+
+_WORKER_NETS: Memo[FedLoGeNet] = memo("fedloge.worker_net", 8)  # key: (scenario JSON, slot)
+
+
+def worker_net(scenario: Scenario, slot: str = "client") -> FedLoGeNet:
+    """One FedLoGe network per process and slot, reused by every call."""
+    return _WORKER_NETS.get((scenario.to_json(), slot), lambda: build_net(scenario))

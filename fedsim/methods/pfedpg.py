@@ -28,32 +28,35 @@ appears in P_n, so only client n moves it. Updates of all clients of a round are
 into one step. The P_base-only ablation sends P_base to every client and applies the same
 rule to P_base alone (J = I).
 
-Backbone. No pretrained ViT can be downloaded: :func:`cached_backbone` trains the ViT on a
-public split that no client sees (:func:`public_indices`) and caches its encoder under the
-SHA-256 of everything that determines it (public images and labels, architecture,
-recipe), so every process and every later run reuses the same file.
+The frozen backbone F* every client shares: :mod:`fedsim.methods.backbone`.
+
+Variants. Five algorithms share this code and differ only in the prompts a client
+receives, the server's update and whether the client tunes the prompts
+(:data:`VARIANTS`); both halves read the variant of a run from its algorithm name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord
+from pydantic import Field, field_validator
 from torch import nn
 
-from fedsim.cache import cache_dir
-from fedsim.data.base import derive_rng, stratified_split
-from fedsim.models.base import SplitModel
-
-SALT_PUBLIC = 0x9B1C
-SALT_PRETRAIN = 0x9B1D
+from fedsim.config import Params, Scenario
+from fedsim.data.domains import DomainsParams, client_style, styled
+from fedsim.errors import UserError
+from fedsim.memo import Memo, memo
+from fedsim.methods.backbone import Backbone, PretrainRecipe, cached_backbone, file_sha256, public_indices
+from fedsim.models import MODELS
+from fedsim.models.vit import ViTEncoder
+from fedsim.records import array_view, to_array
+from fedsim.workspace import ClientData, federated_data, new_model
 
 
 def vpt_init_bound(in_channels: int, patch_size: int, dim: int) -> float:
@@ -136,92 +139,237 @@ def generator_step(
     gen.zero_grad(set_to_none=True)
 
 
-def public_indices(train_labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of the public split: a stratified ``fraction`` of the training split.
+# ----------------------------------------------------------------------------- what both halves share
 
-    No client trains on them (clients drop them from their partition); the backbone is
-    pretrained on them.
-    """
-    _, public = stratified_split(np.asarray(train_labels), fraction, derive_rng(seed, SALT_PUBLIC))
-    return public
+#: Names of the records carrying prompts (server to client) and Delta_n (client to server).
+PROMPTS_KEY = "prompts"
+DELTA_KEY = "delta"
 
 
-@dataclass(frozen=True)
-class PretrainRecipe:
-    """How the backbone is pretrained on the public split (Adam, full batch passes)."""
+class PromptParams(Params):
+    """Parameters shared by the prompt algorithms (pfedpg, pfedpg_base, fedvpt, vpt_local, vpt_head)."""
 
-    epochs: int = 100
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-
-
-def pretrain(model: SplitModel, x: torch.Tensor, y: torch.Tensor, recipe: PretrainRecipe, seed: int) -> float:
-    """Train the whole model (encoder and a throw-away head) in place; last epoch's accuracy."""
-    from fedsim.training import train_epochs
-
-    gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    stats = train_epochs(
-        model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer=opt, generator=gen
+    num_prompts: int = Field(8, ge=1, le=256, description="K prompt tokens (VPT-shallow)")
+    public_fraction: float = Field(
+        0.3, gt=0, lt=1, description="share of the training split held out for pretraining"
     )
-    model.eval()
-    return stats.accuracy
+    backbone: Path | None = Field(
+        None, description="a checkpoint of 'fedsim pretrain'; None: cached pretraining"
+    )
+    pretrain_epochs: int = Field(200, ge=1, description="epochs of backbone pretraining (Adam)")
+    pretrain_lr: float = Field(3e-3, gt=0, description="Adam learning rate of the pretraining")
+
+    @field_validator("backbone")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        """Checked before anything runs; stored absolute (runtimes may run elsewhere)."""
+        if value is None:
+            return None
+        path = value.expanduser().absolute()
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; expected a file written by 'fedsim pretrain'")
+        return path
 
 
-def content_key(x: torch.Tensor, y: torch.Tensor, description: Mapping[str, object]) -> str:
-    """SHA-256 of the public images and labels and a JSON description (architecture, recipe)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(x.numpy()).tobytes())
-    h.update(np.ascontiguousarray(y.numpy()).tobytes())
-    h.update(json.dumps(description, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+class PFedPGParams(PromptParams):
+    """pFedPG's parameters (authors' generator learning rate)."""
+
+    generator_lr: float | None = Field(
+        None,
+        gt=0,
+        description="alpha: SGD step of the generator's VJP update; None: 1/N for the N clients of "
+        "a round (P_base then moves by their mean Delta_n, as FedVPT's prompts do); the authors' 0.001",
+    )
+    attention_logit_std: float | None = Field(
+        None, gt=0, description="std of G's attention logits at init (None: near-uniform attention)"
+    )
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+#: What a client of a variant receives: G(P_base, d_n), P_base, the shared P, or nothing.
+Sends = Literal["generated", "base", "global", "none"]
 
 
 @dataclass(frozen=True)
-class Backbone:
-    """A frozen encoder's weights and where they came from."""
+class Variant:
+    """One prompt algorithm: the prompts a client receives and whether it tunes them.
 
-    state: dict[str, torch.Tensor]
-    path: Path
-    sha256: str
-    pretrained_here: bool
-
-
-def cached_backbone(
-    build: Callable[[], SplitModel],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    description: Mapping[str, object],
-    recipe: PretrainRecipe,
-    seed: int,
-) -> Backbone:
-    """The encoder pretrained on (x, y), from ``cache_dir()/pfedpg/vit-<key>.pt`` or trained now.
-
-    The key is :func:`content_key` of the data and of ``description`` plus the recipe and
-    seed; the file is written atomically, so concurrent processes agree on it.
+    The server's update follows from ``sends``: a VJP step of the generator (``generated``),
+    the same step on P_base alone (``base``), FedAvg of the prompts (``global``), none.
     """
-    key = content_key(x, y, {**description, "recipe": asdict(recipe), "seed": seed})
-    file = cache_dir() / "pfedpg" / f"vit-{key[:24]}.pt"
-    trained = False
-    if not file.exists():
-        model = build()
-        pretrain(model, x, y, recipe, derive_seed_int(seed))
-        buf = io.BytesIO()
-        torch.save({k: v.detach().clone() for k, v in model.features.state_dict().items()}, buf)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, file)
-        trained = True
-    return Backbone(torch.load(file, weights_only=True), file, file_sha256(file), trained)
+
+    name: str
+    sends: Sends
+    tune_prompts: bool
+    params: type[PromptParams]
+    summary: str
 
 
-def derive_seed_int(seed: int) -> int:
-    """The pretraining's batch-order seed, derived from the scenario seed."""
-    return int(np.random.SeedSequence([seed, SALT_PRETRAIN]).generate_state(1)[0])
+_PFEDPG = "client-specific prompts from a server generator (Yang et al. 2023)"
+_VARIANTS = (
+    Variant("pfedpg", "generated", True, PFedPGParams, _PFEDPG),
+    Variant(
+        "pfedpg_base", "base", True, PFedPGParams, "pFedPG ablation: P_base only, generator output unused"
+    ),
+    Variant("fedvpt", "global", True, PromptParams, "visual prompts averaged with FedAvg, local heads"),
+    Variant(
+        "vpt_local", "none", True, PromptParams, "visual prompts and heads tuned locally, no communication"
+    ),
+    Variant("vpt_head", "none", False, PromptParams, "control: local heads only, prompts never tuned"),
+)
+#: The five prompt algorithms, by name.
+VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANTS}
+
+
+def params_of(scenario: Scenario) -> PromptParams:
+    """The scenario's validated prompt parameters (the common subset)."""
+    values = {k: v for k, v in scenario.algorithm.params.items() if k in PromptParams.model_fields}
+    return PromptParams.model_validate(values)
+
+
+def check_model(scenario: Scenario) -> None:
+    """The prompt algorithms need a prompt-taking ViT."""
+    if scenario.model.name != "vit":
+        raise UserError(
+            f"algorithm {scenario.algorithm.name!r} needs model.name 'vit' (a prompt-taking ViT), "
+            f"got {scenario.model.name!r}"
+        )
+
+
+def public_split(scenario: Scenario) -> np.ndarray:
+    """Indices (into the dataset's training split) of the public pretraining split."""
+    ds = federated_data(scenario).dataset
+    return public_indices(ds.y_train.numpy(), params_of(scenario).public_fraction, scenario.seed)
+
+
+def recipe_of(scenario: Scenario) -> PretrainRecipe:
+    """The pretraining recipe of the scenario."""
+    p = params_of(scenario)
+    return PretrainRecipe(epochs=p.pretrain_epochs, lr=p.pretrain_lr)
+
+
+def pretrain_backbone(scenario: Scenario) -> Backbone:
+    """The encoder pretrained on the scenario's public split (from the cache when it is there)."""
+    check_model(scenario)
+    ds = federated_data(scenario).dataset
+    idx = torch.from_numpy(public_split(scenario))
+    desc = {
+        "model": scenario.model.name,
+        "params": MODELS.params_of(scenario.model.name, scenario.model.params).model_dump(),
+        "input_shape": ds.input_shape,
+        "classes": ds.num_classes,
+    }
+    return cached_backbone(
+        lambda: new_model(scenario),
+        ds.x_train[idx],
+        ds.y_train[idx],
+        desc,
+        recipe_of(scenario),
+        scenario.seed,
+    )
+
+
+def pretrain_command(scenario: Scenario, out: Path | None) -> str:
+    """``fedsim pretrain``: pretrain (or find) the backbone, copy it to ``out``; the line to print."""
+    import shutil
+
+    backbone = pretrain_backbone(scenario)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(backbone.path, out)
+    how = "pretrained" if backbone.pretrained_here else "found in the cache"
+    return (
+        f"backbone {how}: {out or backbone.path} sha256 {backbone.sha256}; "
+        f"use it with --set algorithm.backbone={out or backbone.path}"
+    )
+
+
+def load_backbone(scenario: Scenario) -> Backbone:
+    """The frozen encoder's weights: the user's checkpoint, or pretrained and cached."""
+    check_model(scenario)
+    p = params_of(scenario)
+    if p.backbone is not None:
+        path = p.backbone
+        return Backbone(torch.load(path, weights_only=True), path, file_sha256(path), False)
+    return pretrain_backbone(scenario)
+
+
+_BACKBONES: Memo[Backbone] = memo("pfedpg.backbone", 8)  # key: scenario JSON
+_ENCODERS: Memo[ViTEncoder] = memo("pfedpg.encoder", 8)  # key: scenario JSON
+_CLIENT_DATA: Memo[ClientData] = memo("pfedpg.client_data", 4096)  # key: (scenario JSON, partition id)
+
+
+def backbone_of(scenario: Scenario) -> Backbone:
+    """:func:`load_backbone`, once per process."""
+    return _BACKBONES.get(scenario.to_json(), lambda: load_backbone(scenario))
+
+
+def _encoder(scenario: Scenario) -> ViTEncoder:
+    enc = new_model(scenario).features
+    if not isinstance(enc, ViTEncoder):
+        raise UserError(f"algorithm {scenario.algorithm.name!r} needs a prompt-taking ViT encoder")
+    try:
+        enc.load_state_dict(backbone_of(scenario).state)
+    except RuntimeError as exc:
+        raise UserError(f"algorithm.backbone does not fit model {scenario.model.params}: {exc}") from None
+    enc.requires_grad_(False)
+    return enc.eval()
+
+
+def frozen_encoder(scenario: Scenario) -> ViTEncoder:
+    """The process's frozen ViT encoder F* (no parameter requires grad; never updated)."""
+    return _ENCODERS.get(scenario.to_json(), lambda: _encoder(scenario))
+
+
+def _client_data(scenario: Scenario, pid: int) -> ClientData:
+    fed = federated_data(scenario)
+    ds = fed.dataset
+    train = np.setdiff1d(fed.train_indices[pid], public_split(scenario))
+    test = fed.test_indices[pid]
+    part = scenario.data.partition
+    style = client_style(part.name, part.params, pid)
+    noise = DomainsParams.model_validate(part.params).noise_std if style is not None else 0.0
+    tr, te = torch.from_numpy(train), torch.from_numpy(np.asarray(test).copy())
+    return ClientData(
+        styled(ds.x_train[tr], style, ds.mean, ds.std, noise, (scenario.seed, pid, 0)),
+        ds.y_train[tr],
+        styled(ds.x_test[te], style, ds.mean, ds.std, noise, (scenario.seed, pid, 1)),
+        ds.y_test[te],
+    )
+
+
+def prompt_client_data(scenario: Scenario, pid: int) -> ClientData:
+    """Client ``pid``'s data: its partition minus the public split, in its domain's style."""
+    return _CLIENT_DATA.get((scenario.to_json(), pid), lambda: _client_data(scenario, pid))
+
+
+def new_generator(scenario: Scenario) -> PromptGenerator:
+    """The generator before round 1 (seeded); its P_base is every variant's initial prompt."""
+    p = params_of(scenario)
+    model = scenario.model.params
+    dim, patch = int(model.get("dim", 64)), int(model.get("patch_size", 2))
+    channels = federated_data(scenario).dataset.input_shape[0]
+    bound = vpt_init_bound(channels, patch, dim)
+    logit_std = scenario.algorithm.params.get("attention_logit_std")  # pFedPG's parameters only
+    return PromptGenerator(
+        scenario.clients.num,
+        p.num_prompts,
+        dim,
+        bound,
+        scenario.seed,
+        None if logit_std is None else float(logit_std),
+    )
+
+
+def initial_prompts(scenario: Scenario) -> torch.Tensor:
+    """The prompts every variant starts from (P_base of the initial generator), ``[K, l]``."""
+    return new_generator(scenario).base.detach().clone()
+
+
+def prompt_record(prompts: torch.Tensor) -> ArrayRecord:
+    """The prompts as they travel."""
+    return ArrayRecord({PROMPTS_KEY: to_array(prompts.detach().numpy().astype(np.float32))})
+
+
+def tensor_of(record: ArrayRecord, key: str) -> torch.Tensor:
+    """A copy of one array of a record as a tensor."""
+    return torch.from_numpy(np.array(array_view(record[key])))

@@ -12,11 +12,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.algorithms import build_strategy
 from fedsim.runstore import METRICS_FILE, RunFolder
 from fedsim.server.callbacks import Checkpointer, RowWriter, summarise
 from fedsim.server.checkpoint import load_checkpoint
 from fedsim.server.rounds import Callback, RoundLoop, discover
-from fedsim.strategies import build_strategy
 from fedsim.system.clock import SystemModel
 from fedsim.workspace import scenario_of
 

@@ -52,13 +52,20 @@ def _numeric_keys(metrics: list[MetricRecord]) -> list[str]:
     return [k for k in keys if k not in BOOKKEEPING_KEYS]
 
 
+def scalar(value: object) -> float:
+    """One number of a metric record, checked (records may also hold lists)."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number in the record, got {value!r}")
+    return float(value)
+
+
 def _reported(metrics: list[MetricRecord], key: str) -> list[MetricRecord]:
     """The replies that carry a value for ``key`` (NaN: no value, e.g. an empty class group)."""
-    return [m for m in metrics if key in m and not math.isnan(float(m[key]))]
+    return [m for m in metrics if key in m and not math.isnan(scalar(m[key]))]
 
 
 def _weighted_mean(metrics: list[MetricRecord], key: str, wkey: str) -> float | None:
-    pairs = [(float(m.get(wkey, 0)), float(m[key])) for m in _reported(metrics, key)]
+    pairs = [(scalar(m.get(wkey, 0)), scalar(m[key])) for m in _reported(metrics, key)]
     total = sum(w for w, _ in pairs)
     return sum(w * v for w, v in pairs) / total if total > 0 else None
 
@@ -75,7 +82,7 @@ def aggregate_metrics(records: list[RecordDict], weighted_by_key: str) -> Metric
     out = MetricRecord()
     for key in _numeric_keys(metrics):
         if key.startswith(weighted_by_key):
-            out[key] = int(sum(int(m.get(key, 0)) for m in metrics))
+            out[key] = int(sum(int(scalar(m.get(key, 0))) for m in metrics))
             continue
         value = _weighted_mean(metrics, key, _metric_weight_key(key, metrics, weighted_by_key))
         if value is not None:
@@ -96,9 +103,9 @@ def aggregate_evaluation(records: list[RecordDict], weighted_by_key: str) -> Met
     out = MetricRecord()
     for key in _numeric_keys(metrics):
         if key.startswith(weighted_by_key):
-            out[key] = int(sum(int(m.get(key, 0)) for m in metrics))
+            out[key] = int(sum(int(scalar(m.get(key, 0))) for m in metrics))
             continue
-        values = [float(m[key]) for m in _reported(metrics, key)]
+        values = [scalar(m[key]) for m in _reported(metrics, key)]
         if not values:
             continue
         out[key] = float(np.mean(values))
@@ -216,18 +223,18 @@ class FedsimStrategyMixin:
         ``num-examples``); the mean is :func:`fedsim.records.weighted_average`, the same
         arithmetic as Flower's ``aggregate_arrayrecords`` without decoding copies.
         """
-        valid, _ = self._check_and_log_replies(self.ordered(replies), is_train=True)  # type: ignore[attr-defined]
+        valid, _ = self._check_and_log_replies(self.ordered(replies), is_train=True)  # type: ignore[attr-defined]  # Flower FedAvg mixed in
         if not valid:
             return None, None
         contents = [m.content for m in valid]
-        key = self.weighted_by_key  # type: ignore[attr-defined]
+        key = self.weighted_by_key  # type: ignore[attr-defined]  # from Flower FedAvg, mixed in
         weights = [float(next(iter(c.metric_records.values()))[key]) for c in contents]
         arrays = weighted_average([next(iter(c.array_records.values())) for c in contents], weights)
-        return arrays, self.train_metrics_aggr_fn(contents, key)  # type: ignore[attr-defined]
+        return arrays, self.train_metrics_aggr_fn(contents, key)  # type: ignore[attr-defined]  # Flower FedAvg mixed in
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Flower's aggregation over replies in partition order."""
-        return super().aggregate_evaluate(server_round, self.ordered(replies))  # type: ignore[misc]
+        return super().aggregate_evaluate(server_round, self.ordered(replies))  # type: ignore[misc]  # Flower FedAvg, next in the MRO
 
     # -- checkpoints --------------------------------------------------------------
 

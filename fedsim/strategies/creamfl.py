@@ -31,138 +31,44 @@ classifiers of their own private task; the method is judged on the server).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from pydantic import Field
 
-from fedsim.config import Params, Scenario
-from fedsim.data.captions import vocabulary
-from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
-from fedsim.errors import UserError
+from fedsim.config import Scenario
+from fedsim.data.paired import PairedSet
+from fedsim.memo import Memo, memo
 from fedsim.methods.creamfl import (
     AGGREGATIONS,
+    GLOBAL_RECORD,
+    LOCAL_RECORD,
+    MODALITY_KEYS,
+    CreamFLParams,
     aggregate,
     distillation_diagnostics,
+    encode_set,
     info_nce,
+    model_params,
     mse,
+    new_net,
+    paired_of,
+    public_inputs,
     recall_at_k,
 )
-from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
+from fedsim.models.multimodal import MultimodalNet
 from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
 from fedsim.strategies.base import NodeInfo, aggregate_metrics
 from fedsim.strategies.fedavg import FedAvg
-from fedsim.strategies.registry import STRATEGIES
 from fedsim.training import derive_seed, optimise_epoch
-from fedsim.workspace import federated_data, scenario_of
 
-#: Names of the representation arrays in messages (each ``[|P|, d]`` float32).
-MODALITY_KEYS: tuple[str, str] = ("image", "text")
-#: Record names: the server's global representations, a client's local ones.
-GLOBAL_RECORD, LOCAL_RECORD = "global", "local"
 _SALT_SERVER_TRAIN, _SALT_SERVER_KD, _SALT_INIT = 0x5E1, 0x5E2, 0x5E3
-
-
-class CreamFLParams(Params):
-    """CreamFL's parameters (authors' defaults where the paper gives them)."""
-
-    public_size: int = Field(1000, ge=8, le=100_000, description="|P|: public image-caption pairs")
-    modalities: tuple[Literal["image", "text", "image_text"], ...] = Field(
-        ("image", "text", "image_text"),
-        min_length=1,
-        description="client modalities, by partition id in turn",
-    )
-    text_label: Literal["shape", "colour", "size", "position", "background", "texture"] = Field(
-        "colour", description="caption attribute text-only clients classify"
-    )
-    tau: float = Field(0.5, gt=0, description="temperature of the inter/intra regularisers")
-    reg_weight: float = Field(0.5, ge=0, description="lambda: weight of each regulariser")
-    inter: bool = Field(True, description="inter-modal regulariser on clients")
-    intra: bool = Field(True, description="intra-modal regulariser on clients")
-    kd_weight: float = Field(0.3, ge=0, description="weight of the server's distillation")
-    aggregation: Literal["ensemble", "mean"] = Field(
-        "ensemble", description="how client representations merge"
-    )
-    public_only: bool = Field(False, description="baseline: server trained on public data only")
-    server_warmup_rounds: int = Field(
-        0, ge=0, description="rounds the server trains on public data alone before clients take part"
-    )
-    client_warmup_epochs: int = Field(
-        0, ge=0, description="extra private epochs in a client's first round (a pretrained start)"
-    )
-    contrastive_tau: float = Field(0.1, gt=0, description="temperature of the InfoNCE (server, pair clients)")
-    server_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the server")
-    distil_optimizer: Literal["shared", "own"] = Field(
-        "shared", description="the distillation's Adam: the public epochs' (authors' code), or its own"
-    )
-    server_batch_size: int = Field(64, ge=2)
-    chunk_size: int = Field(256, ge=1, description="public items per chunk of the ensemble scores")
-
-
-def params_of(scenario: Scenario) -> CreamFLParams:
-    """The scenario's validated CreamFL parameters."""
-    return CreamFLParams.model_validate(scenario.algorithm.params)
-
-
-def model_params(scenario: Scenario) -> MultimodalParams:
-    """The scenario's encoder parameters (its ``model`` section must be ``multimodal``)."""
-    if scenario.model.name != "multimodal":
-        raise UserError(f"algorithm 'creamfl' needs model.name 'multimodal', got {scenario.model.name!r}")
-    return MultimodalParams.model_validate(scenario.model.params)
-
-
-@lru_cache(maxsize=4)
-def _paired(text: str) -> PairedData:
-    sc = scenario_of(text)
-    p = params_of(sc)
-    return build_paired(federated_data(sc), p.public_size, sc.seed, p.modalities, p.text_label)
-
-
-def paired_of(scenario: Scenario) -> PairedData:
-    """The scenario's public, test and private paired sets (cached per process)."""
-    return _paired(scenario.to_json())
-
-
-def new_net(scenario: Scenario, modality: Modality, server: bool, seed: int) -> MultimodalNet:
-    """A freshly initialised network, deterministic for ``seed`` (the global RNG is untouched)."""
-    data = paired_of(scenario)
-    shape = data.public.images.shape[1:]
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        return build_multimodal(
-            model_params(scenario),
-            (int(shape[0]), int(shape[1]), int(shape[2])),
-            len(vocabulary()),
-            image=modality != "text",
-            text=modality != "image",
-            server=server,
-            image_classes=0 if server else federated_data(scenario).dataset.num_classes,
-            text_classes=0 if server else data.num_text_classes,
-        )
 
 
 def server_net(scenario: Scenario) -> MultimodalNet:
     """The server's network (both encoders, larger widths), initialised from the run's seed."""
     return new_net(scenario, "image_text", True, derive_seed(scenario.seed, _SALT_INIT))
-
-
-@torch.no_grad()
-def encode_set(
-    net: MultimodalNet, modality: str, inputs: torch.Tensor, batch_size: int = 500
-) -> torch.Tensor:
-    """Embeddings ``[N, d]`` of all ``inputs`` by the encoder of ``modality`` (eval mode)."""
-    net.eval()
-    return torch.cat(
-        [net.encode(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-    )
-
-
-def public_inputs(public: PairedSet, modality: str) -> torch.Tensor:
-    """The public set's images or token ids."""
-    return public.images if modality == "image" else public.tokens
 
 
 def train_contrastive(
@@ -200,7 +106,7 @@ def distil(
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         inputs = {m: public_inputs(public, m)[idx] for m in targets}
-        return kd_weight * sum(mse(net.encode(m, inputs[m]), t[idx]) for m, t in targets.items())  # type: ignore[return-value]
+        return kd_weight * sum(mse(net.encode(m, inputs[m]), t[idx]) for m, t in targets.items())  # type: ignore[return-value]  # targets is never empty: a tensor
 
     net.train()
     return optimise_epoch(len(public), batch_size, optimizer, generator, batch_loss)
@@ -216,16 +122,14 @@ def aggregate_modality(
 
 def evaluate_retrieval(scenario: Scenario, arrays: ArrayRecord) -> dict[str, float]:
     """Recall@1/5/10 both ways and rsum of the server model on the paired test set."""
-    net = _eval_net(scenario.to_json())
+    net = _EVAL_NETS.get(scenario.to_json(), lambda: server_net(scenario))
     load_arrays(net, arrays)
     test = paired_of(scenario).test
     sim = encode_set(net, "image", test.images) @ encode_set(net, "text", test.tokens).T
     return {f"server_{k}": v for k, v in recall_at_k(sim).items()}
 
 
-@lru_cache(maxsize=4)
-def _eval_net(text: str) -> MultimodalNet:
-    return server_net(scenario_of(text))
+_EVAL_NETS: Memo[MultimodalNet] = memo("creamfl.eval_net", 4)  # key: scenario JSON
 
 
 class CreamFL(FedAvg):
@@ -327,9 +231,9 @@ class CreamFL(FedAvg):
         local: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITY_KEYS}
         for msg in ok:
             if LOCAL_RECORD in msg.content.array_records:
-                for key, value in arrays_to_numpy(msg.content[LOCAL_RECORD]).items():
+                for key, value in arrays_to_numpy(msg.content.array_records[LOCAL_RECORD]).items():
                     local[key].append(torch.from_numpy(value.copy()))
-        metrics = dict(self._server_metrics)
+        metrics: dict[str, Any] = dict(self._server_metrics)  # MetricRecord values
         targets: dict[str, torch.Tensor] = {}
         stacked: dict[str, torch.Tensor] = {}
         other = {"image": "text", "text": "image"}
@@ -374,13 +278,3 @@ class CreamFL(FedAvg):
             self.optimizer.load_state_dict(state["server_optimizer"])
         if "distil_optimizer" in state and self.params.distil_optimizer == "own":
             self.distil_optimizer.load_state_dict(state["distil_optimizer"])
-
-
-@STRATEGIES.register(
-    "creamfl",
-    params=CreamFLParams,
-    summary="Contrastive representation ensemble, multimodal (Yu et al. 2023)",
-)
-def make_creamfl(scenario: Scenario, params: CreamFLParams) -> CreamFL:
-    """Build CreamFL for a scenario."""
-    return CreamFL(scenario, params)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedsim.config import NoParams, Scenario
+from fedsim.config import Scenario
 from fedsim.strategies.base import FedsimStrategyMixin, aggregate_evaluation, aggregate_metrics
-from fedsim.strategies.registry import STRATEGIES
 
 
 class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
@@ -27,9 +26,3 @@ class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
             train_metrics_aggr_fn=aggregate_metrics,
             evaluate_metrics_aggr_fn=aggregate_evaluation,
         )
-
-
-@STRATEGIES.register("fedavg", params=NoParams, summary="Federated averaging (McMahan et al. 2017)")
-def make_fedavg(scenario: Scenario, params: NoParams) -> FedAvg:
-    """Build FedAvg for a scenario."""
-    return FedAvg(scenario)

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
-from fedsim.config import Params, Scenario
+from fedsim.config import Scenario
+from fedsim.methods.fedprox import MU_KEY
 from fedsim.strategies.fedavg import FedAvg
-from fedsim.strategies.registry import STRATEGIES
-
-
-class FedProxParams(Params):
-    """FedProx's proximal weight."""
-
-    mu: float = Field(0.01, ge=0, description="weight of the proximal term")
 
 
 class FedProx(FedAvg):
@@ -31,10 +23,4 @@ class FedProx(FedAvg):
 
     def train_config(self, server_round: int) -> dict[str, Any]:
         """Add the proximal weight, under Flower's key."""
-        return {"proximal-mu": self.proximal_mu}
-
-
-@STRATEGIES.register("fedprox", params=FedProxParams, summary="FedAvg with a proximal term (Li et al. 2020)")
-def make_fedprox(scenario: Scenario, params: FedProxParams) -> FedProx:
-    """Build FedProx for a scenario."""
-    return FedProx(scenario, params.mu)
+        return {MU_KEY: self.proximal_mu}

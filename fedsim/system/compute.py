@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from fedsim.config import Scenario
+from fedsim.memo import Memo, memo
 from fedsim.system.profiles import DeviceProfile
 
 #: Samples in the batch whose training step is counted or timed.
@@ -50,7 +50,10 @@ def _train_step(scenario: Scenario) -> tuple[Callable[[], None], int]:
     return step, len(y)
 
 
-@lru_cache(maxsize=8)
+_FLOPS: Memo[float] = memo("system.flops_per_sample", 8)  # key: scenario JSON
+_HOST_GFLOPS: Memo[float] = memo("system.host_gflops", 8)  # key: scenario JSON
+
+
 def _flops_per_sample(text: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -64,10 +67,10 @@ def _flops_per_sample(text: str) -> float:
 
 def train_flops_per_sample(scenario: Scenario) -> float:
     """FLOPs of one training sample (forward + backward), counted once per process."""
-    return _flops_per_sample(scenario.to_json())
+    text = scenario.to_json()
+    return _FLOPS.get(text, lambda: _flops_per_sample(text))
 
 
-@lru_cache(maxsize=8)
 def _host_gflops(text: str) -> float:
     from fedsim.workspace import scenario_of
 
@@ -84,7 +87,8 @@ def _host_gflops(text: str) -> float:
 
 def host_gflops(scenario: Scenario) -> float:
     """This host's effective training throughput on the scenario's model (measured once)."""
-    return _host_gflops(scenario.to_json())
+    text = scenario.to_json()
+    return _HOST_GFLOPS.get(text, lambda: _host_gflops(text))
 
 
 def device_gflops(scenario: Scenario, device: DeviceProfile) -> float:
