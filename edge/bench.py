@@ -44,11 +44,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fedsim.edge.bench_files import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
+
 from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, ServerSpec, TimingSpec
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.loader import load_bench, load_experiment
-from fedsim.report.data import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
 from fedsim.runstore import new_run_dir
 
 #: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
@@ -292,7 +293,7 @@ def run_bench(
     # the host's speed now (its load changes it), so emulated device times use a fresh scale
     calibration = calibrate(threads=bench.threads, refresh=True)
     log(f"calibration: {calibration.reference}: {calibration.host_ref_ms:.1f} ms on this host")
-    run = new_run_dir(bench)  # type: ignore[arg-type]  # any document with name and output.dir
+    run = new_run_dir(bench)
     (run / WORKERS_DIR).mkdir(parents=True)
     (run / BENCH_FILE).write_text(bench.to_yaml())
     summary: dict[str, Any] = {

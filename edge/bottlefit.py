@@ -204,6 +204,11 @@ def _check_split(split: str) -> None:
         raise BottleneckError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
 
 
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D convolution's (height, width) setting as a pair."""
+    return (v[0], v[1])
+
+
 def _encoder(teacher: ResNet, split: str, channels: int) -> nn.Sequential:
     stem = teacher.conv1
     width = stem.out_channels
@@ -211,9 +216,9 @@ def _encoder(teacher: ResNet, split: str, channels: int) -> nn.Sequential:
         nn.Conv2d(
             stem.in_channels,
             width,
-            kernel_size=stem.kernel_size,
-            stride=stem.stride,
-            padding=stem.padding,
+            kernel_size=_pair(stem.kernel_size),
+            stride=_pair(stem.stride),
+            padding=stem.padding if isinstance(stem.padding, str) else _pair(stem.padding),
             bias=False,
         ),
         nn.BatchNorm2d(width),

@@ -157,7 +157,7 @@ def evaluate_run(path: Any, limit: int | None = None) -> dict[str, Any]:
         ``teacher`` (accuracy, parameters, FLOPs), ``input`` (shape, raw and JPEG bytes)
         and ``rows``: one dict per C.
     """
-    from fedsim.edge.train import EdgeRun, load_student, load_teacher
+    from fedsim.edge.runfolder import EdgeRun, load_student, load_teacher
 
     folder = EdgeRun(path)
     exp = folder.experiment()

@@ -235,7 +235,7 @@ def export_run(run: Path, out: Path, limit: int | None = None) -> dict[str, Any]
     UserError
         When the run has no trained model, or onnxruntime disagrees with PyTorch.
     """
-    from fedsim.edge.train import EdgeRun, load_student, load_teacher
+    from fedsim.edge.runfolder import EdgeRun, load_student, load_teacher
 
     folder = EdgeRun(run)
     exp = folder.experiment()

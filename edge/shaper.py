@@ -1,6 +1,7 @@
 """Network emulation for the edge testbed: an application-level shaper, and tc tbf as an option.
 
-The default, :class:`Shaper`, works anywhere: before a message of ``S`` bytes is handed
+The link model (rate, delay, retransmissions) is :mod:`fedsim.system.timing`'s, the same as the
+virtual clock's. The default, :class:`Shaper`, works anywhere: before a message of ``S`` bytes is handed
 over (or after it is received), the calling thread blocks for the time the message would
 take on the link of a :class:`~fedsim.system.profiles.NetworkProfile`::
 
@@ -40,11 +41,16 @@ from fedsim.components import NO_SHAPING
 from fedsim.config import LinkSpec, format_validation_error
 from fedsim.errors import UserError
 from fedsim.system.profiles import NETWORKS, NetworkProfile
-from fedsim.system.timing import link_delay_s, serialisation_s
+from fedsim.system.timing import (
+    check_direction,
+    direction_mbps,
+    drawn_wire_bytes,
+    link_delay_s,
+    serialisation_s,
+)
 
 #: Last stretch of a wait spent spinning on ``time.perf_counter`` (``time.sleep`` oversleeps).
 SPIN_S = 0.001
-DIRECTIONS = ("uplink", "downlink")
 METHOD = (
     "application-level token bucket: per-direction link-busy clock (S*8/rate), one-way delay rtt/2 "
     "+ uniform jitter, seeded per-packet loss with retransmission"
@@ -125,14 +131,7 @@ class _Link:
 
     def wire_bytes(self, nbytes: int) -> int:
         """Bytes serialised for ``nbytes`` of payload, counting retransmissions of lost packets."""
-        if self.loss == 0.0 or nbytes == 0:
-            return nbytes
-        full, last = divmod(nbytes, self.mtu)
-        sizes = np.full(full + (last > 0), self.mtu, dtype=np.int64)
-        if last:
-            sizes[-1] = last
-        sends = self.rng.geometric(1.0 - self.loss, size=len(sizes))  # tries until delivered, >= 1
-        return int((sizes * sends).sum())
+        return drawn_wire_bytes(nbytes, self.loss, self.mtu, self.rng)
 
     def reserve(self, nbytes: int, now: float) -> tuple[float, float]:
         """Occupy the link for ``nbytes`` from ``now``; (arrival time, seconds from ``now`` to it)."""
@@ -169,15 +168,10 @@ class Shaper:
         self._links: dict[str, _Link] = {}
         if profile is not None:
             up, down = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-            common = {
-                "rtt_ms": profile.rtt_ms,
-                "jitter_ms": profile.jitter_ms,
-                "loss": profile.loss,
-                "mtu": mtu,
-            }
+            p = profile
             self._links = {
-                "uplink": _Link(profile.uplink_mbps, rng=up, **common),
-                "downlink": _Link(profile.downlink_mbps, rng=down, **common),
+                "uplink": _Link(p.uplink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, rng=up),
+                "downlink": _Link(p.downlink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, rng=down),
             }
 
     def uplink(self, nbytes: int) -> float:
@@ -194,7 +188,7 @@ class Shaper:
         The plan counts queueing behind earlier transfers on the same link, serialisation
         (with retransmissions), propagation delay and jitter.
         """
-        _check_direction(direction)
+        check_direction(direction)
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
         if self.profile is None:
@@ -205,22 +199,18 @@ class Shaper:
 
     def expected(self, nbytes: int, direction: str) -> float:
         """The reference time ``S * 8 / r + rtt / 2`` in seconds (no queueing, jitter or loss)."""
-        _check_direction(direction)
+        check_direction(direction)
         if self.profile is None:
             return 0.0
-        mbps = self.profile.uplink_mbps if direction == "uplink" else self.profile.downlink_mbps
-        return nbytes * 8 / (mbps * 1e6) + self.profile.rtt_ms / 2000.0
+        return serialisation_s(nbytes, direction_mbps(self.profile, direction)) + link_delay_s(
+            self.profile.rtt_ms, 0.0
+        )
 
     def describe(self) -> dict[str, Any]:
         """The link for a result file: profile fields, seed, MTU and the method."""
         if self.profile is None:
             return {"name": "none", "method": "no shaping", "seed": self.seed}
         return {**asdict(self.profile), "seed": self.seed, "mtu": self.mtu, "method": METHOD}
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
 
 
 # ------------------------------------------------------------------- optional: tc tbf
@@ -257,8 +247,7 @@ def tc_tbf_commands(
     list of list of str
         Commands to run in order (argv lists).
     """
-    _check_direction(direction)
-    mbps = profile.uplink_mbps if direction == "uplink" else profile.downlink_mbps
+    mbps = direction_mbps(profile, direction)
     kbit = max(1, round(mbps * 1000))
     # burst >= one packet with its header (else every packet is dropped); about 1 ms at rate.
     burst = max(2 * (mtu + LO_HEADER), math.ceil(kbit * 1000 / 8 / 1000))

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from fedsim.edge.bottlefit import SplitClassifier, teacher_stages
 from fedsim.edge.experiment import Experiment
+from fedsim.edge.resnet import ResNet
 from torch import nn
 
 from fedsim.training import Stats, derive_seed, train_epochs
@@ -78,7 +79,7 @@ class TeacherOutputs:
 
     Parameters
     ----------
-    teacher : nn.Module
+    teacher : ResNet
         The teacher, in eval mode.
     x : torch.Tensor
         The training images (the ``x`` later given to :func:`run_epoch`).
@@ -92,7 +93,7 @@ class TeacherOutputs:
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: ResNet,
         x: torch.Tensor,
         split: str,
         budget_bytes: int = 1 << 30,
@@ -132,7 +133,7 @@ def ghnd_loss(teacher: TeacherOutputs) -> StageLoss:
         view: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         targets = teacher.stages(x, idx)
-        outputs = view.student.forward_stages(x)
+        outputs = cast(StageView, view).student.forward_stages(x)
         loss = sum(
             (nn.functional.mse_loss(s, t) for s, t in zip(outputs, targets, strict=True)),
             start=torch.zeros(()),

@@ -17,171 +17,32 @@ weights come from a seed per C and each epoch's batch order from a seed per epoc
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck
+from fedsim.edge.bottlefit import SplitClassifier
+from fedsim.edge.evaluate import split_accuracy
 from fedsim.edge.experiment import experiment_data
+from fedsim.edge.resnet import ResNet
+from fedsim.edge.runfolder import (
+    EXPERIMENT_FILE,
+    RESULTS_FILE,
+    EdgeRun,
+    load_student,
+    load_teacher,
+    new_student,
+)
 from fedsim.edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
 from fedsim.edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
-from rich.console import Console
-from rich.progress import Progress
+from fedsim.edge.train_progress import TrainProgress
 
-from fedsim.config import Experiment, read_yaml
+from fedsim.config import Experiment
 from fedsim.data import Dataset
-from fedsim.errors import UserError
-from fedsim.loader import load_experiment, validate
-from fedsim.progress import progress_bar
-from fedsim.runstore import CHECKPOINT_DIR, RunFolder, new_run_dir
-from fedsim.training import Stats, derive_seed, evaluate
-
-EXPERIMENT_FILE = "experiment.yaml"
-RESULTS_FILE = "results.jsonl"
-TEACHER_FILE = "teacher.pt"
-_SALT_INJECT = 0xB077
-
-# --------------------------------------------------------------------------- run folder
-
-
-class EdgeRun(RunFolder):
-    """An edge run folder: :class:`~fedsim.runstore.RunFolder` with an experiment inside."""
-
-    def create(self, exp: Experiment) -> None:  # type: ignore[override]
-        """Make the folder and write the resolved experiment."""
-        self.path.mkdir(parents=True, exist_ok=False)
-        (self.path / CHECKPOINT_DIR).mkdir()
-        (self.path / EXPERIMENT_FILE).write_text(exp.to_yaml())
-
-    def experiment(self) -> Experiment:
-        """The resolved experiment stored in the folder."""
-        file = self.path / EXPERIMENT_FILE
-        if not self.path.is_dir():
-            raise UserError(
-                f"{self.path}: no such run folder; expected a folder written by 'fedsim edge train'"
-            )
-        if not file.is_file():
-            raise UserError(f"{self.path}: not an edge run folder; expected it to contain {EXPERIMENT_FILE}")
-        raw = {"kind": "bottlefit", **read_yaml(file)}  # folders written before kind: existed
-        return validate(raw, str(file), stored=True)  # type: ignore[return-value]
-
-    def scenario(self) -> Any:  # an edge run has no FL scenario
-        """Not available: an edge run holds an experiment (see :meth:`experiment`)."""
-        raise UserError(f"{self.path}: an edge run folder; use 'fedsim edge' commands on it")
-
-    def teacher_path(self) -> Path:
-        """The run's copy of the teacher."""
-        return self.path / CHECKPOINT_DIR / TEACHER_FILE
-
-    def stage_path(self, channels: int, stage: int) -> Path:
-        """The checkpoint written when a stage finishes."""
-        return self.path / CHECKPOINT_DIR / f"C{channels}-stage{stage}.pt"
-
-    def epoch_path(self, channels: int, stage: int) -> Path:
-        """The checkpoint of the latest epoch of a stage still in progress."""
-        return self.path / CHECKPOINT_DIR / f"C{channels}-stage{stage}-epoch.pt"
-
-    def results(self) -> list[dict[str, Any]]:
-        """Rows of results.jsonl."""
-        return self.read(RESULTS_FILE)
-
-    def last_stage(self, exp: Experiment, channels: int) -> int | None:
-        """The latest finished stage for C (None when none has finished)."""
-        done = [n for n in exp.stages() if self.stage_path(channels, n).is_file()]
-        return done[-1] if done else None
-
-    def rewrite_results(self, rows: list[dict[str, Any]]) -> None:
-        """Replace results.jsonl atomically."""
-        tmp = self.path / f".{RESULTS_FILE}.tmp"
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        os.replace(tmp, self.path / RESULTS_FILE)
-
-
-def load_teacher(folder: EdgeRun, exp: Experiment, data: Dataset) -> torch.nn.Module:
-    """The run's teacher (from its own copy), in eval mode."""
-    file = folder.teacher_path()
-    if not file.is_file():
-        raise UserError(f"{folder.path}: the run has no teacher yet ({file} is missing)")
-    model = build_teacher(exp, data.num_classes, data.input_shape)
-    model.load_state_dict(torch.load(file, weights_only=True))
-    return model.eval()
-
-
-def new_student(exp: Experiment, teacher: torch.nn.Module, channels: int, image_size: int) -> SplitClassifier:
-    """The student for C with its seeded initial encoder and decoder (kept stages: teacher's)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(exp.seed, _SALT_INJECT, channels))
-        return inject_bottleneck(teacher, split=exp.split, channels=channels, input_size=image_size)
-
-
-def load_student(
-    folder: EdgeRun, exp: Experiment, teacher: torch.nn.Module, channels: int, image_size: int
-) -> tuple[SplitClassifier, int]:
-    """The student for C after its latest finished stage, and that stage's number."""
-    stage = folder.last_stage(exp, channels)
-    if stage is None:
-        raise UserError(f"{folder.path}: no finished stage for C={channels}; train (or --resume) first")
-    student = new_student(exp, teacher, channels, image_size)
-    student.load_state_dict(torch.load(folder.stage_path(channels, stage), weights_only=True)["model"])
-    return student.eval(), stage
-
-
-# ----------------------------------------------------------------------------- progress
-
-
-class TrainProgress:
-    """Progress bars (teacher epochs, then each C and stage) and log lines.
-
-    Parameters
-    ----------
-    console : Console
-        Where to print.
-    bars : bool
-        Show rich progress bars (only on a terminal, and not with ``--quiet``).
-    log : bool
-        Print one line per finished teacher and stage (not with ``--quiet``).
-    """
-
-    def __init__(self, console: Console, bars: bool, log: bool) -> None:
-        self.console = console
-        self.log = log
-        self._progress: Progress | None = None
-        if bars:
-            self._progress = progress_bar("epochs", console)
-        self._task: Any = None
-        self._description, self._total = "", 0
-
-    def __enter__(self) -> TrainProgress:
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress:
-            self._progress.stop()
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        """A new bar (one per teacher training and per stage)."""
-        self._description, self._total = description, total
-        if self._progress:
-            self._task = self._progress.add_task(description, total=total, completed=completed, info="")
-
-    def epoch(self, epoch: int, stats: Stats) -> None:
-        """Advance the current bar to ``epoch + 1`` epochs done (a log line when there are no bars)."""
-        info = f"loss {stats.loss:.4f}  train acc {stats.accuracy:.3f}"
-        if self._progress and self._task is not None:
-            self._progress.update(self._task, completed=epoch + 1, info=info)
-        elif not self._progress:
-            self.line(f"{self._description}: epoch {epoch + 1}/{self._total}  {info}")
-
-    def line(self, text: str) -> None:
-        """A log line (kept above the bars)."""
-        if self.log:
-            self.console.print(text, highlight=False)
-
+from fedsim.loader import load_experiment
+from fedsim.runstore import new_run_dir
+from fedsim.training import Stats, evaluate
 
 # ----------------------------------------------------------------------------- training
 
@@ -192,7 +53,7 @@ def _versions() -> dict[str, str]:
     return {"fedsim": fedsim.__version__, "torch": torch.__version__}
 
 
-def _teacher_accuracy(teacher: torch.nn.Module, data: Dataset) -> float:
+def _teacher_accuracy(teacher: ResNet, data: Dataset) -> float:
     return evaluate(teacher, data.x_test, data.y_test).accuracy
 
 
@@ -205,8 +66,6 @@ def _step_row(
     last: Stats,
     elapsed: float,
 ) -> dict[str, Any]:
-    from fedsim.edge.evaluate import split_accuracy
-
     test = evaluate(student, data.x_test, data.y_test)
     coded = split_accuracy(student, exp.codec, data.x_test, data.y_test)
     return {
@@ -314,7 +173,7 @@ def summarise(folder: EdgeRun, exp: Experiment, status: str, extra: dict[str, An
 
 def _teacher_for_run(
     folder: EdgeRun, exp: Experiment, data: Dataset, progress: TrainProgress
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[ResNet, dict[str, Any]]:
     old = folder.summary().get("teacher")
     if folder.teacher_path().is_file() and old:
         return load_teacher(folder, exp, data), old
@@ -323,7 +182,7 @@ def _teacher_for_run(
     return teacher, _teacher_summary(teacher, info, data)
 
 
-def _obtain(exp: Experiment, data: Dataset, progress: TrainProgress) -> tuple[torch.nn.Module, TeacherInfo]:
+def _obtain(exp: Experiment, data: Dataset, progress: TrainProgress) -> tuple[ResNet, TeacherInfo]:
     def started() -> None:
         epochs = exp.teacher.train.epochs if exp.teacher.train else 0
         progress.line(f"training the {exp.teacher.arch} teacher on {data!r} for {epochs} epochs")
@@ -333,7 +192,7 @@ def _obtain(exp: Experiment, data: Dataset, progress: TrainProgress) -> tuple[to
     return teacher, info
 
 
-def _teacher_summary(teacher: torch.nn.Module, info: TeacherInfo, data: Dataset) -> dict[str, Any]:
+def _teacher_summary(teacher: ResNet, info: TeacherInfo, data: Dataset) -> dict[str, Any]:
     return {
         "source": info.source,
         "path": info.path,
@@ -349,7 +208,7 @@ def execute(
     data: Dataset,
     progress: TrainProgress,
     stop_after: int | None = None,
-    teacher_state: tuple[torch.nn.Module, dict[str, Any]] | None = None,
+    teacher_state: tuple[ResNet, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train every unfinished step of a run folder; write results and the summary.
 
@@ -424,7 +283,7 @@ def start_training(
     with torch.random.fork_rng(devices=[]):  # the architecture and split fit the data
         new_student(exp, build_teacher(exp, data.num_classes, data.input_shape), 1, data.input_shape[1])
     teacher, info = _obtain(exp, data, progress)
-    folder = EdgeRun(new_run_dir(exp))  # type: ignore[arg-type]
+    folder = EdgeRun(new_run_dir(exp))
     folder.create(exp)
     save_atomic(teacher.state_dict(), folder.teacher_path())
     state = (teacher, _teacher_summary(teacher, info, data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import grpc
 import numpy as np
@@ -17,9 +18,17 @@ import torch
 from fedsim.edge.codec import CODECS, Encoded
 from fedsim.edge.proto import pb
 
+#: Slack above ``max_message_bytes`` given to gRPC itself, so that an oversized request
+#: still reaches the handler, which rejects it with a message and a log line.
+_GRPC_SLACK = 1 << 20
+
 #: The element type each codec sends.
 CODEC_DTYPES = {"quant8": "uint8", "fp16": "float16", "none": "float32"}
-_NP_DTYPES = {"uint8": np.dtype("u1"), "float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+_NP_DTYPES: dict[str, np.dtype[Any]] = {
+    "uint8": np.dtype("u1"),
+    "float16": np.dtype("<f2"),
+    "float32": np.dtype("<f4"),
+}
 
 
 class BadInput(Exception):
@@ -36,7 +45,7 @@ class BadInput(Exception):
 
 def preprocess(raw: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """uint8 image ``[H, W, C]`` -> normalised float32 batch ``[1, C, H, W]`` (the model's input)."""
-    x = raw.astype(np.float32) * np.float32(1.0 / 255.0)
+    x: np.ndarray = raw.astype(np.float32) * np.float32(1.0 / 255.0)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
@@ -63,7 +72,7 @@ def jpeg_decode(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
 
     channels, height, width = shape
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img = img.convert("RGB" if channels == 3 else "L")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, f"image is not a decodable JPEG ({exc})") from None
@@ -139,3 +148,11 @@ def decode_tensor(t: pb.Tensor, expected: dict[int, tuple[int, ...]], max_batch:
     e = Encoded(t.data, shape, t.dtype, t.codec, t.scale or 1.0, t.zero_point)
     x: torch.Tensor = CODECS.get(t.codec).decode(e)
     return x.numpy()
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel/server options: message limits from configuration, both directions."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes + _GRPC_SLACK),
+        ("grpc.max_receive_message_length", max_message_bytes + _GRPC_SLACK),
+    ]

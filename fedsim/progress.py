@@ -7,7 +7,7 @@ server runs in another process.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -45,7 +45,22 @@ def progress_bar(unit: str, console: Console | None = None, eta: bool = False) -
     return Progress(*columns, console=console)
 
 
-class RoundProgress:
+class ProgressContext:
+    """A ``with`` block that shows ``self._progress`` (when there is one) while it runs."""
+
+    _progress: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress:
+            self._progress.stop()
+
+
+class RoundProgress(ProgressContext):
     """Progress bar over rounds; a no-op when disabled."""
 
     def __init__(
@@ -56,15 +71,6 @@ class RoundProgress:
         if enabled:
             self._progress = progress_bar("rounds", console, eta=True)
             self._task = self._progress.add_task(name, total=total, completed=start, info="")
-
-    def __enter__(self) -> RoundProgress:
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress:
-            self._progress.stop()
 
     def update(self, row: dict[str, Any]) -> None:
         """Advance to the round of a metrics row."""

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fedsim.cache import cache_dir
 
@@ -83,6 +84,10 @@ def _stubs() -> tuple[ModuleType, ModuleType]:
     return pb2, grpc_mod
 
 
+#: The generated modules (``inference_pb2``, ``inference_pb2_grpc``), typed Any: mypy cannot see
+#: stubs generated at run time.
+pb: Any
+rpc: Any
 pb, rpc = _stubs()
 
 __all__ = ["PROTO", "SERVICE", "pb", "rpc"]

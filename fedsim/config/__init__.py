@@ -20,7 +20,17 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from fedsim.config.base import NAME_PATTERN, Component, Document, NoParams, Params, Strict
-from fedsim.config.bench import METER, REQUESTS, WARMUP, Bench, BenchModelSpec, ServerSpec, TimingSpec
+from fedsim.config.bench import (
+    METER,
+    REQUESTS,
+    WARMUP,
+    WORKER,
+    Bench,
+    BenchModelSpec,
+    ServerSpec,
+    TimingSpec,
+    WorkerSettings,
+)
 from fedsim.config.bottlefit import Experiment, ImageDataSpec
 from fedsim.config.common import DatasetSpec, LinkSpec, OutputSpec
 from fedsim.config.files import (
@@ -67,6 +77,7 @@ __all__ = [
     "REQUESTS",
     "SCHEMAS",
     "WARMUP",
+    "WORKER",
     "Bench",
     "BenchModelSpec",
     "Component",
@@ -86,6 +97,7 @@ __all__ = [
     "Strict",
     "SystemSpec",
     "TimingSpec",
+    "WorkerSettings",
     "apply_overrides",
     "format_validation_error",
     "kind_of",

@@ -3,8 +3,9 @@ edge offloading vs split computing, for every device x network x bottleneck C.""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -19,12 +20,40 @@ Network = Annotated[
 #: Power meters (fedsim.edge.power.METERS, and ``auto``: the best one this machine has).
 Meter = Literal["auto", "model", "rapl", "jtop", "ina219", "nvml", "csv"]
 
-#: Defaults of a worker run, shared by the bench file, ``fedsim edge worker`` and
-#: ``fedsim.edge.worker.WorkerConfig``: measured requests, unmeasured ones before them, the meter
-#: (the profile's power model: it works on every machine and for emulated devices).
-REQUESTS = 100
-WARMUP = 5
-METER: Meter = "model"
+
+class WorkerSettings(Strict):
+    """How each worker run measures: the one place of these defaults, shared by bench files
+    (:class:`Bench`), ``fedsim edge worker`` and ``fedsim.edge.worker.WorkerConfig``.
+
+    The meter's default is the profile's power model: it works on every machine and for
+    emulated devices.
+    """
+
+    requests: int = Field(100, ge=1)
+    warmup: int = Field(5, ge=0)
+    meter: Meter = "model"
+    meter_period_s: float = Field(0.1, gt=0)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    stream: bool = False
+    threads: int = Field(1, ge=1, description="onnxruntime threads on the (emulated) device")
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(8, ge=0)
+    backoff_s: float = Field(0.05, gt=0)
+    max_backoff_s: float = Field(2.0, gt=0)
+
+
+#: The worker defaults (see :class:`WorkerSettings`).
+WORKER = WorkerSettings()
+#: Measured requests, unmeasured ones before them, and the meter of a worker run (aliases of
+#: :data:`WORKER`'s).
+REQUESTS = WORKER.requests
+WARMUP = WORKER.warmup
+METER: Meter = WORKER.meter
+
+
+def _worker_field(name: str) -> Any:
+    """A bench field declared as :class:`WorkerSettings` declares it (default and limits)."""
+    return copy.copy(WorkerSettings.model_fields[name])
 
 
 class TimingSpec(Strict):
@@ -71,6 +100,14 @@ class ServerSpec(Strict):
     max_message_bytes: int = Field(4 << 20, ge=1024)
 
 
+def _all_modes() -> list[Literal["local", "offload", "split"]]:
+    return ["local", "offload", "split"]
+
+
+def _default_networks() -> list[Network]:
+    return ["wifi", "lte", "3g"]
+
+
 class Bench(Document):
     """A bench file; see the module docstring."""
 
@@ -79,21 +116,19 @@ class Bench(Document):
     seed: int = 0
     model: BenchModelSpec
     server: ServerSpec = ServerSpec()
-    modes: list[Literal["local", "offload", "split"]] = Field(
-        default_factory=lambda: ["local", "offload", "split"], min_length=1
-    )
+    modes: list[Literal["local", "offload", "split"]] = Field(default_factory=_all_modes, min_length=1)
     devices: list[str] = Field(default_factory=lambda: ["jetson-nano", "rpi4"], min_length=1)
     networks: list[Network] = Field(
-        default_factory=lambda: ["wifi", "lte", "3g"],
+        default_factory=_default_networks,
         min_length=1,
         description="registered profile names (fedsim.system.profiles) or links of one's own",
     )
     bottlenecks: list[int] | None = Field(None, description="C values to run (default: every served C)")
-    requests: int = Field(REQUESTS, ge=1)
-    warmup: int = Field(WARMUP, ge=0)
-    meter: Meter = METER
-    meter_period_s: float = Field(0.1, gt=0)
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    stream: bool = False
-    threads: int = Field(1, ge=1, description="onnxruntime threads on the (emulated) device")
+    requests: int = _worker_field("requests")
+    warmup: int = _worker_field("warmup")
+    meter: Meter = _worker_field("meter")
+    meter_period_s: float = _worker_field("meter_period_s")
+    jpeg_quality: int = _worker_field("jpeg_quality")
+    stream: bool = _worker_field("stream")
+    threads: int = _worker_field("threads")
     output: OutputSpec = OutputSpec()

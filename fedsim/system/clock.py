@@ -36,7 +36,7 @@ from fedsim.errors import UserError
 from fedsim.system.availability import AVAILABILITY
 from fedsim.system.compute import COMPUTE_MODELS
 from fedsim.system.profiles import DEVICES, NETWORKS, DeviceProfile, NetworkProfile
-from fedsim.system.timing import ClientTiming, energy_j, transfer_s
+from fedsim.system.timing import ClientTiming, direction_transfer_s, energy_j
 
 #: Seed-sequence tags (keep the system model's draws apart from sampling and training).
 ASSIGN_TAG = 0x5157
@@ -57,7 +57,7 @@ def assign_profiles(
     for i in by_remainder[: num_clients - sum(counts)]:
         counts[i] += 1
     order = np.random.default_rng([seed, ASSIGN_TAG]).permutation(num_clients)
-    out: list[tuple[DeviceProfile, NetworkProfile]] = [None] * num_clients  # type: ignore[list-item]
+    out: list[tuple[DeviceProfile, NetworkProfile]] = [None] * num_clients  # type: ignore[list-item]  # every slot filled below
     start = 0
     for entry, count in zip(spec.mix, counts, strict=True):
         pair = (DEVICES.get(entry.device), NETWORKS.get(entry.network))
@@ -92,7 +92,7 @@ def deadline(
     spec: RoundPolicySpec, k: int, finish: dict[int, float], off: dict[int, float]
 ) -> tuple[float, set[int]]:
     """Close at ``deadline_s`` (or earlier when everyone is done); keep completers in time."""
-    end = min(float(spec.deadline_s), _all_resolved(finish, off))  # type: ignore[arg-type]
+    end = min(float(spec.deadline_s), _all_resolved(finish, off))  # type: ignore[arg-type]  # the policy validates deadline_s
     return end, {p for p in _completers(finish, off) if finish[p] <= end}
 
 
@@ -179,9 +179,9 @@ class SystemModel:
         device, link = self.profiles[pid]
         u_down, u_up = np.random.default_rng([self.scenario.seed, server_round, pid, JITTER_TAG]).random(2)
         return ClientTiming(
-            download_s=transfer_s(int(row.get("bytes_down", 0)), link.downlink_mbps, link, float(u_down)),
+            download_s=direction_transfer_s(int(row.get("bytes_down", 0)), link, "downlink", float(u_down)),
             compute_s=self.compute_s(self.scenario, device, row),
-            upload_s=transfer_s(int(row.get("bytes_up", 0)), link.uplink_mbps, link, float(u_up)),
+            upload_s=direction_transfer_s(int(row.get("bytes_up", 0)), link, "uplink", float(u_up)),
         )
 
     def settle(self, server_round: int, rows: list[dict[str, Any]]) -> set[int]:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedsim.edge import power
 from fedsim.edge.power import (
     METERS,
     CsvMeter,
@@ -24,6 +23,7 @@ from fedsim.edge.power import (
     make_meter,
     measure_overhead,
     parse_jtop_power,
+    rapl,
     read_power_csv,
 )
 
@@ -406,7 +406,7 @@ def no_sensors(monkeypatch, tmp_path):
     """This machine as it is here: no jtop, no ina219, no pynvml module, no RAPL tree."""
     for module in ("jtop", "ina219", "pynvml"):
         monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
-    monkeypatch.setattr(power, "RAPL_ROOT", tmp_path / "powercap")
+    monkeypatch.setattr(rapl, "RAPL_ROOT", tmp_path / "powercap")  # where RaplMeter reads it
     return tmp_path / "powercap"
 
 
