@@ -24,12 +24,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.console import Console
 
-from fedsim.config.sweep import Cell, expand
+from fedsim.config import Scenario
+from fedsim.config.sweep import SEED, Cell, expand
 from fedsim.errors import ConfigError, UserError
 from fedsim.files import write_atomic, write_json
 from fedsim.loader import FileContents
@@ -40,8 +41,6 @@ CELLS_DIR = "cells"
 TABLE_FILE = "table.md"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
-#: The key whose values are repeats of the same experiment (averaged over in the table).
-SEED = "seed"
 
 
 def is_sweep(path: Path) -> bool:
@@ -87,16 +86,17 @@ def start_sweep(contents: FileContents, jobs: int, stop_after: int | None, conso
     if contents.kind != "fl":
         raise ConfigError(f"{contents.source}: sweep: only files of kind fl can declare a sweep (for now)")
     cells = contents.cells()
-    docs = [contents.document(c) for c in cells]  # every cell validates before anything is written
+    # every cell validates before anything is written (all of kind fl, checked above)
+    docs = [cast(Scenario, contents.document(c)) for c in cells]
     from fedsim.workspace import federated_data
 
     for doc in {d.to_json(): d for d in docs}.values():
-        federated_data(doc)  # type: ignore[arg-type]  # data errors surface before anything is written
+        federated_data(doc)  # data errors surface before anything is written
     path = new_run_dir(docs[0], "-sweep")
     spec = {
         "file": str(contents.path),
         "source": contents.source,
-        "name": docs[0].name,  # type: ignore[attr-defined]
+        "name": docs[0].name,
         "raw": contents.raw,
         "grid": contents.sweep,
         "cells": [c.label for c in cells],
@@ -105,7 +105,7 @@ def start_sweep(contents: FileContents, jobs: int, stop_after: int | None, conso
     write_json(path / SWEEP_FILE, spec)
     sweep = Sweep(path, json.loads((path / SWEEP_FILE).read_text()))
     for cell, doc in zip(cells, docs, strict=True):
-        sweep.folder(cell).create(doc)  # type: ignore[arg-type]
+        sweep.folder(cell).create(doc)
     run_cells(sweep, jobs, stop_after, console)
     return path
 
@@ -278,7 +278,8 @@ def table_markdown(sweep: Sweep, table: dict[str, Any]) -> str:
 def write_results(sweep: Sweep) -> dict[str, Any]:
     """table.md, summary.json and report.html of a sweep folder (from the cells done so far)."""
     table = sweep_table(sweep)
-    write_atomic(sweep.path / TABLE_FILE, table_markdown(sweep, table))
+    table_md = table_markdown(sweep, table)
+    write_atomic(sweep.path / TABLE_FILE, table_md)
     statuses = {c.label: sweep.status(c) for c in sweep.cells}
     complete = sum(s == "completed" for s in statuses.values())
     summary = {
@@ -291,7 +292,7 @@ def write_results(sweep: Sweep) -> dict[str, Any]:
     try:
         from fedsim.report.sweep import write_sweep_report
 
-        write_sweep_report(sweep, table)
+        write_sweep_report(sweep, table, table_md)
     except Exception as exc:  # a figure must never cost the sweep's table
         (sweep.path / "report-error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
     return summary

@@ -158,3 +158,15 @@ def test_headless_chromium_renders_the_report(write_scenario, tmp_path: Path) ->
         non_white = sum(n for n, c in colours if c != (255, 255, 255))
     assert len(colours) > 20 and non_white > 0.01 * 1200 * 2000  # text and figures, not a blank page
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_plugins_skip_an_absent_package_and_fail_on_a_broken_one(monkeypatch, tmp_path: Path) -> None:
+    from fedsim import plugins
+
+    monkeypatch.setitem(plugins.PLUGINS, "test-absent", ("fedsim.no_such_package.report",))
+    plugins.load("test-absent")  # a slim install without the package: nothing registered, no error
+    (tmp_path / "broken_report_plugin.py").write_text("import no_such_dependency_of_the_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(plugins.PLUGINS, "test-broken", ("broken_report_plugin",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_of_the_plugin"):
+        plugins.load("test-broken")  # the package is there but cannot import: loud

@@ -44,6 +44,8 @@ MAX_CELLS = 1000
 CASE = "case"
 #: The key of a mapping value that names it (not merged).
 LABEL = "label"
+#: The key whose values are repeats of the same experiment (averaged over in a sweep's table).
+SEED = "seed"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""One self-contained report.html (figures embedded as base64 PNG) plus RUN/figures/*.png|svg."""
+"""One self-contained report.html (figures embedded as base64 PNG) plus RUN/figures/*.png|svg.
+
+What a page says about a run depends on its kind: a :class:`View` registered in
+:data:`VIEWS` under the kind's name (the federated one here, others by their packages).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,12 @@ import html
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from fedsim.report.data import (
-    BENCH_STAGES,
-    COMPARISON_FILE,
-    REQUESTS_FILE,
-    WORKERS_DIR,
-    RunData,
-    load_run,
-)
+from fedsim.registry import Registry
+from fedsim.report.data import RunData, load_run
 from fedsim.report.figures import FIGURES, KIND, NEEDS, ORDER
 
 REPORT_FILE = "report.html"
@@ -46,7 +45,8 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
-def _status_note(run: RunData, done: Any, planned: Any, what: str = "planned") -> list[str]:
+def status_note(run: RunData, done: Any, planned: Any, what: str = "planned") -> list[str]:
+    """A note when the run has no summary or did not complete (``done`` of ``planned`` ``what``)."""
     s = run.summary
     if not s:
         return ["no summary.json (the run was interrupted before writing it, or is still running)"]
@@ -57,7 +57,7 @@ def _status_note(run: RunData, done: Any, planned: Any, what: str = "planned") -
 
 def _fl_notes(run: RunData) -> list[str]:
     s = run.summary
-    notes = _status_note(run, s.get("rounds_completed", "?"), s.get("rounds_planned", "?"))
+    notes = status_note(run, s.get("rounds_completed", "?"), s.get("rounds_planned", "?"))
     if not run.metrics:
         notes.append("no metrics rows (metrics.jsonl is absent or empty)")
     if not run.client_rows("train"):
@@ -67,59 +67,6 @@ def _fl_notes(run: RunData) -> list[str]:
     if run.metrics and not run.has("server_accuracy"):
         notes.append("no server (generic) evaluation rows")
     return notes
-
-
-def _edge_notes(run: RunData) -> list[str]:
-    s = run.summary
-    notes = _status_note(run, s.get("steps_completed", "?"), s.get("steps_planned", "?"))
-    if not run.results:
-        notes.append("no results rows (results.jsonl is absent or empty)")
-    if run.evaluate is None:
-        notes.append("no evaluate.json: raw-input and JPEG sizes not marked (run 'fedsim edge evaluate RUN')")
-    return notes
-
-
-def _bench_progress(run: RunData) -> tuple[int, Any]:
-    """(configurations that finished: a worker summary, in its folder or summary.json; planned)."""
-    done = sum(1 for w in run.workers if not w.partial)
-    return done, run.summary.get("configurations", "?")
-
-
-def _bench_notes(run: RunData) -> list[str]:
-    done, planned = _bench_progress(run)
-    notes = _status_note(run, done, planned, "configurations")
-    if not run.workers:
-        notes.append(f"no worker results ({WORKERS_DIR}/ is absent or empty)")
-    for w in run.workers:
-        where = f"{WORKERS_DIR}/{w.label}"
-        if w.partial:
-            n = len(w.requests)
-            notes.append(
-                f"{where}: no summary.json; cut off after {n} requests (statistics below are of these rows)"
-                if n
-                else f"{where}: no results (no summary.json, no rows in {REQUESTS_FILE})"
-            )
-        gone = [f for f in w.missing if not (w.partial and f in ("summary.json", REQUESTS_FILE))]
-        if gone:
-            notes.append(f"{where}: {', '.join(gone)} missing")
-    if isinstance(planned, int) and planned > len(run.workers):
-        notes.append(f"{planned - len(run.workers)} of {planned} configurations have no results at all")
-    if run.comparison is None:
-        notes.append(f"no {COMPARISON_FILE}: split against local and offload not compared")
-    return notes
-
-
-#: run kind -> what its folder lacks, in words
-NOTES: dict[str, Callable[[RunData], list[str]]] = {
-    "fl": _fl_notes,
-    "edge": _edge_notes,
-    "edge-bench": _bench_notes,
-}
-
-
-def missing_notes(run: RunData) -> list[str]:
-    """What the run lacks (interrupted or partial runs), in words."""
-    return NOTES[run.kind](run)
 
 
 def _fl_rows(run: RunData) -> list[tuple[str, Any]]:
@@ -143,183 +90,54 @@ def _fl_rows(run: RunData) -> list[tuple[str, Any]]:
     return rows
 
 
-def _edge_rows(run: RunData) -> list[tuple[str, Any]]:
-    s = run.summary
-    rows: list[tuple[str, Any]] = [("kind", "edge"), ("method", run.method)]
-    rows.append(("status", s.get("status", "unknown (no summary.json)")))
-    rows.append(("steps", f"{s.get('steps_completed', len(run.results))} of {s.get('steps_planned', '?')}"))
-    teacher = (s.get("teacher") or {}).get("accuracy")
-    if teacher is not None:
-        rows.append(("teacher accuracy", teacher))
-    return rows
+R = TypeVar("R", bound=RunData)
 
 
-def _bench_rows(run: RunData) -> list[tuple[str, Any]]:
-    s, cfg = run.summary, run.config
-    model = s.get("model") or {}
-    server = s.get("server") or cfg.get("server") or {}
-    done, planned = _bench_progress(run)
-    rows: list[tuple[str, Any]] = [("kind", "edge bench (local vs offload vs split computing)")]
-    rows.append(("status", s.get("status", "unknown (no summary.json)")))
-    rows.append(("configurations completed", f"{done} of {planned}"))
-    if model:
-        rows.append(("model", f"{model.get('name', '?')} (codec {model.get('codec', '?')})"))
-    rows.append(("server device", server.get("device", "?")))
-    for key in ("modes", "devices", "networks"):
-        if isinstance(cfg.get(key), list):
-            rows.append((key, ", ".join(str(v) for v in cfg[key])))
-    rows.append(
-        ("requests per configuration", f"{cfg.get('requests', '?')} (+{cfg.get('warmup', '?')} warm-up)")
-    )
-    if s.get("started"):
-        rows.append(("started", s["started"]))
-    return rows
+@dataclass(frozen=True)
+class View(Generic[R]):
+    """How the page shows one kind of run: notes on what it lacks, its summary rows, more HTML."""
+
+    config_name: str  # what its configuration file is called on the page
+    notes: Callable[[R], list[str]]  # what the folder lacks (interrupted or partial runs), in words
+    rows: Callable[[R], list[tuple[str, Any]]]  # its summary table, after the run's name
+    section: Callable[[R], str] | None = None  # HTML of its own after the summary (tables)
 
 
-#: run kind -> rows of its summary table (after the run's name)
-SUMMARY_ROWS: dict[str, Callable[[RunData], list[tuple[str, Any]]]] = {
-    "fl": _fl_rows,
-    "edge": _edge_rows,
-    "edge-bench": _bench_rows,
-}
+#: kind name (as in fedsim.report.data.RUN_KINDS) -> its View
+VIEWS: Registry[View[Any]] = Registry("report view of a kind of run")
+VIEWS.register("fl", summary="federated run")(View("scenario", _fl_notes, _fl_rows))
+
+
+def missing_notes(run: RunData) -> list[str]:
+    """What the run lacks (interrupted or partial runs), in words."""
+    return VIEWS.get(run.kind).notes(run)
 
 
 def _summary_rows(run: RunData) -> list[tuple[str, Any]]:
-    rows = [("run", run.name), *SUMMARY_ROWS[run.kind](run)]
+    rows = [("run", run.name), *VIEWS.get(run.kind).rows(run)]
     if run.summary.get("elapsed_s") is not None:
         rows.append(("wall time (s)", run.summary["elapsed_s"]))
     return rows
 
 
-def _num(v: Any, spec: str, scale: float = 1.0) -> str:
+def num(v: Any, spec: str, scale: float = 1.0) -> str:
     """A number in a table cell; '-' for absent or NaN."""
     if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
         return "-"
     return format(scale * v, spec)
 
 
-def _pct(v: Any) -> str:
+def pct(v: Any) -> str:
     """A relative change in a table cell, e.g. '-37.0%'; '-' for absent or NaN."""
-    out = _num(v, "+.1f")
+    out = num(v, "+.1f")
     return out if out == "-" else f"{out}%"
 
 
-def _grid(table_id: str, head: list[str], rows: list[list[str]]) -> str:
+def grid(table_id: str, head: list[str], rows: list[list[str]]) -> str:
     """An HTML table with a header row (cells already formatted)."""
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table id="{html.escape(table_id)}"><tr>{th}</tr>{body}</table>'
-
-
-def bench_latency_table(run: RunData) -> str:
-    """p50 / p90 / p99 / mean total latency per configuration, with energy, accuracy and payload."""
-    head = ["configuration", "mode", "device", "network", "C", "ok / requests"]
-    head += ["p50 (ms)", "p90 (ms)", "p99 (ms)", "mean (ms)", "energy (mJ)", "accuracy", "payload (B)"]
-    rows = []
-    for w in run.workers:
-        s = w.summary
-        rows.append(
-            [
-                w.label + (" (partial)" if w.partial else ""),
-                w.mode,
-                w.device,
-                w.network,
-                "-" if w.channels is None else str(w.channels),
-                f"{s.get('ok', '?')} / {s.get('requests', '?')}",
-                *(_num(w.latency("total", q), ".2f") for q in ("p50", "p90", "p99", "mean")),
-                _num(w.energy_J(), ".3f", 1e3),
-                _num(s.get("accuracy"), ".3f"),
-                _num(s.get("payload_bytes"), ",.0f"),
-            ]
-        )
-    return _grid("bench-latency", head, rows)
-
-
-def bench_stage_table(run: RunData) -> str:
-    """p50 / p90 / p99 / mean of every stage of every configuration (stages that took time)."""
-    rows = []
-    for w in run.workers:
-        for stage in (*BENCH_STAGES, "total"):
-            if not w.latency(stage, "mean"):
-                continue
-            rows.append(
-                [w.label, stage, *(_num(w.latency(stage, q), ".3f") for q in ("p50", "p90", "p99", "mean"))]
-            )
-    return _grid(
-        "bench-stages", ["configuration", "stage", "p50 (ms)", "p90 (ms)", "p99 (ms)", "mean (ms)"], rows
-    )
-
-
-def bench_comparison_table(run: RunData) -> str:
-    """Split against local and offload per device x network x C (% change), BottleFit's reported beside."""
-    head = ["device", "network", "C", "split latency (ms)", "latency vs local", "latency vs offload"]
-    head += ["split energy (mJ)", "energy vs local", "energy vs offload", "split accuracy", "payload (B)"]
-    rows = []
-    for r in run.comparison or []:
-        rows.append(
-            [
-                str(r.get("device", "?")),
-                str(r.get("network", "?")),
-                str(r.get("C", "?")),
-                _num(r.get("split_latency_ms"), ".2f"),
-                _pct(r.get("latency_vs_local_pct")),
-                _pct(r.get("latency_vs_offload_pct")),
-                _num(r.get("split_energy_J"), ".3f", 1e3),
-                _pct(r.get("energy_vs_local_pct")),
-                _pct(r.get("energy_vs_offload_pct")),
-                _num(r.get("split_accuracy"), ".3f"),
-                _num(r.get("split_payload_bytes"), ",.0f"),
-            ]
-        )
-    ref = run.summary.get("bottlefit_reported_pct") or {}
-    if ref:
-        pct = {k: _pct(v) for k, v in ref.items()}
-        rows.append(
-            [
-                "BottleFit (reported)",
-                "-",
-                "-",
-                "-",
-                pct.get("latency_vs_local", "-"),
-                pct.get("latency_vs_offload", "-"),
-                "-",
-                pct.get("energy_vs_local", "-"),
-                pct.get("energy_vs_offload", "-"),
-                "-",
-                "-",
-            ]
-        )
-    return _grid("bench-comparison", head, rows)
-
-
-def _bench_sections(run: RunData) -> str:
-    if not run.workers:
-        return ""
-    parts = [
-        "<h3>Latency percentiles (total per request, successful requests)</h3>",
-        bench_latency_table(run),
-        "<details><summary>per stage</summary>",
-        bench_stage_table(run),
-        "</details>",
-        "<h3>Split computing against local computing and edge offloading (mean per inference)</h3>",
-    ]
-    if run.comparison is None:
-        parts.append(f"<p>not available (no {COMPARISON_FILE})</p>")
-    else:
-        parts.append(bench_comparison_table(run))
-        parts.append(
-            "<p>Change of split computing's mean latency and device energy against the same device "
-            "computing locally and offloading a JPEG over the same network; negative is a saving. "
-            "BottleFit's row is what the paper reports (Matsubara et al., WoWMoM 2022), not measured "
-            "here.</p>"
-        )
-    return "\n".join(parts)
-
-
-#: run kind -> extra HTML after its summary (tables of its own)
-SECTIONS: dict[str, Callable[[RunData], str]] = {"edge-bench": _bench_sections}
-#: run kind -> the name of its configuration file in the report
-CONFIG_NAMES = {"fl": "scenario", "edge": "experiment", "edge-bench": "bench"}
 
 
 def render_figures(
@@ -377,10 +195,10 @@ def render_html(runs: list[RunData], out: Path | None, title: str) -> str:
                 f'<div class="missing" id="missing-{html.escape(run.name)}">'
                 f"<b>Missing</b><ul>{items}</ul></div>"
             )
-        section = SECTIONS.get(run.kind)
-        if section is not None:
-            parts.append(section(run))
-        cfg = CONFIG_NAMES[run.kind]
+        view = VIEWS.get(run.kind)
+        if view.section is not None:
+            parts.append(view.section(run))
+        cfg = view.config_name
         parts.append(
             f"<details open><summary>{cfg} (YAML)</summary>"
             f"<pre>{html.escape(run.config_text)}</pre></details>"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsim.report.html import _CSS, _write
+from fedsim.report.html import _CSS, REPORT_FILE, _write
 from fedsim.runstore import METRICS_FILE
 
 if TYPE_CHECKING:
@@ -31,8 +31,7 @@ FIGURES_DIR = "figures"
 
 def _curves(sweep: Sweep, key: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per combination: (rounds, mean, std) of ``key`` over its completed cells' rows."""
-    from fedsim.config.sweep import Cell
-    from fedsim.sweep import SEED
+    from fedsim.config.sweep import SEED, Cell
 
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     groups: dict[str, list[dict[int, float]]] = {}
@@ -73,10 +72,8 @@ def _figure(sweep: Sweep, key: str, label: str) -> Any:
     return fig
 
 
-def write_sweep_report(sweep: Sweep, table: dict[str, Any]) -> None:
-    """SWEEP/report.html and SWEEP/figures/ from the cells completed so far."""
-    from fedsim.sweep import REPORT_FILE, TABLE_FILE
-
+def write_sweep_report(sweep: Sweep, table: dict[str, Any], table_md: str) -> None:
+    """SWEEP/report.html and SWEEP/figures/ from the cells completed so far (``table_md``: table.md)."""
     out = sweep.path / FIGURES_DIR
     out.mkdir(exist_ok=True)
     title = f"fedsim sweep: {sweep.spec['name']}"
@@ -87,7 +84,7 @@ def write_sweep_report(sweep: Sweep, table: dict[str, Any]) -> None:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(sweep.spec['source'])}: {len(sweep.cells)} cells</p>",
         "<h2>Table</h2>",
-        _table_html((sweep.path / TABLE_FILE).read_text()),
+        _table_html(table_md),
         "<h2>Figures</h2>",
     ]
     for key, label in CURVES:

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from fedsim.edge.bench_files import BENCH_STAGES
 from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
 from fedsim.cli import app
 from fedsim.report import write_report
-from fedsim.report.data import BENCH_STAGES, load_run
+from fedsim.report.data import load_run
 from fedsim.report.figures import FIGURES, colour
 from fedsim.runner import write_report_safely
 
@@ -206,3 +207,17 @@ def test_bench_killed_before_any_worker(bench_run: Path, tmp_path: Path) -> None
         assert f"{FIGURES.entry(name).summary}: not drawn" in page
     (run / "summary.json").unlink()  # killed before even that
     assert "no summary.json" in write_report(run).read_text()
+
+
+def test_edge_registers_its_report_parts_and_the_worker_stays_light() -> None:
+    """The core report names no edge kind; the worker imports neither matplotlib nor edge's report."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedsim.edge, fedsim.edge.worker, fedsim.report.data\n"
+        "assert 'fedsim.edge.report' not in sys.modules and 'matplotlib' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    core = "".join(p.read_text() for p in (Path(__file__).parents[2] / "fedsim" / "report").glob("*.py"))
+    assert "edge-bench" not in core and '"edge"' not in core and "bottlefit" not in core.lower()
