@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test check lint format bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; expected Python 3.11 (set PYTHON=...)"; exit 2; }
@@ -22,14 +22,18 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/fedsim run scenarios/quickstart.yaml
 
-test: setup
+test: setup check
 	# one OpenMP thread per process: test processes run beside each other (Ray actors, CLI
 	# subprocesses) and oversubscribed OpenMP threads spin-wait for each other.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
-lint: setup
+# style and types: run by `make test` before the tests (so CI enforces both)
+check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/typecheck.py
+
+lint: check
 
 format: setup
 	$(BIN)/ruff format .
@@ -39,4 +43,4 @@ bench: setup
 	$(BIN)/python benchmarks/runtime_overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .typecheck .mypy_cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fedsim.components import check_bench, check_experiment, check_scenario
 from fedsim.config import (
@@ -50,7 +50,7 @@ def validate(raw: dict[str, Any], source: str, stored: bool = False) -> Document
     exist any more; the run keeps its own copy).
     """
     doc = parse(raw, source, context={"stored": stored})
-    KINDS.get(doc.kind).check(doc, source)  # type: ignore[attr-defined]
+    KINDS.get(doc.kind).check(doc, source)
     return doc
 
 
@@ -76,7 +76,7 @@ class FileContents:
         raw = self.raw if cell is None else cell.apply(self.raw)
         source = self.source if cell is None else f"{self.source} [{cell.label}]"
         doc = validate(raw, source)
-        locate = KINDS.get(doc.kind).locate  # type: ignore[attr-defined]
+        locate = KINDS.get(doc.kind).locate
         return doc if locate is None else locate(doc, self.path)
 
 
@@ -118,17 +118,17 @@ def load(
 
 def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:
     """Load an FL scenario (``kind: fl``)."""
-    return load(path, overrides, "fl")  # type: ignore[return-value]
+    return cast(Scenario, load(path, overrides, "fl"))
 
 
 def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Experiment:
     """Load a BottleFit experiment: a file without ``kind:`` given to BottleFit is one."""
-    return load(path, overrides, "bottlefit", implied=True)  # type: ignore[return-value]
+    return cast(Experiment, load(path, overrides, "bottlefit", implied=True))
 
 
 def load_bench(path: Path | str, overrides: list[str] | None = None) -> Bench:
     """Load an edge bench: a file without ``kind:`` given to the bench is one."""
-    return load(path, overrides, "edge-bench", implied=True)  # type: ignore[return-value]
+    return cast(Bench, load(path, overrides, "edge-bench", implied=True))
 
 
 def validate_file(path: Path, overrides: list[str], sweeps: list[str] | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +53,11 @@ class Component(BaseModel):
 
 class Document(Strict):
     """A validated experiment file, written back resolved (every default filled in)."""
+
+    if TYPE_CHECKING:  # every kind declares these fields (in its own order: the files keep it)
+        kind: str
+        name: str
+        output: Any
 
     @cached_property
     def _json(self) -> str:

@@ -13,6 +13,7 @@ one-line error.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
+def _describe(err: Mapping[str, Any], model: type[BaseModel], prefix: str) -> str:
     loc = tuple(err["loc"])
     path = ".".join(str(p) for p in (prefix, *loc) if p != "") or "(top level)"
     if err["type"] == "extra_forbidden":

@@ -19,6 +19,7 @@ head, middle and tail.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -27,7 +28,8 @@ from fedsim.config import NoParams, Params
 from fedsim.errors import UserError
 from fedsim.registry import Registry
 
-Partitioner = Callable[[np.ndarray, int, BaseModel, np.random.Generator], list[np.ndarray]]
+#: (labels, number of clients, the partitioner's own validated parameters, rng) -> indices per client
+Partitioner = Callable[[np.ndarray, int, Any, np.random.Generator], list[np.ndarray]]
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
 
 MAX_DIRICHLET_ATTEMPTS = 100

@@ -32,7 +32,7 @@ def _check_shape(input_shape: tuple[int, ...], num_classes: int) -> InputShape:
         raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    return shape  # type: ignore[return-value]
+    return (shape[0], shape[1], shape[2])
 
 
 def build_model(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsim.config import Scenario
 from fedsim.registry import Registry
-from fedsim.runstore import RunFolder
+
+if TYPE_CHECKING:
+    from fedsim.runstore import RunFolder
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -71,9 +71,9 @@ def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_
         nodes.append(
             NodeInfo(
                 reply.metadata.src_node_id,
-                int(info["partition-id"]),
-                int(info["num-train"]),
-                int(info["num-test"]),
+                int(cast(int, info["partition-id"])),
+                int(cast(int, info["num-train"])),
+                int(cast(int, info["num-test"])),
             )
         )
     return sorted(nodes, key=lambda n: n.partition_id)
@@ -194,7 +194,7 @@ class RoundLoop:
             eval_replies = list(grid.send_and_receive(eval_msgs))
             eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
             rows += eval_rows
-            agg = strategy.aggregate_evaluate(server_round, eval_ok) or {}
+            agg: dict[str, Any] = dict(strategy.aggregate_evaluate(server_round, eval_ok) or {})
             metrics.update(_prefixed("clients", agg))
             metrics["bytes_down"] += sum(r["bytes_down"] for r in eval_rows)
             metrics["bytes_up"] += sum(r.get("bytes_up", 0) for r in eval_rows)
