@@ -102,8 +102,8 @@ def test_registries_hold_the_documented_profiles() -> None:
 
 
 def test_sampler_draws_only_available_partitions_deterministically() -> None:
-    from fedsim.config import Scenario
     from fedsim.algorithms import build_strategy
+    from fedsim.config import Scenario
     from fedsim.strategies.base import NodeInfo
 
     sc = Scenario(name="s", rounds=5, clients={"num": 20, "fraction": 0.25})
