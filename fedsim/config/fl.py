@@ -112,8 +112,19 @@ class RuntimeSpec(Strict):
     """Which runtime executes the apps, and its options."""
 
     name: str = "inprocess"
+    workers: int = Field(
+        1, ge=1, le=256, description="inprocess: worker processes holding shards of the clients (1: none)"
+    )
     ray: RaySpec = RaySpec()
     deployment: DeploymentSpec = DeploymentSpec()
+
+    @model_validator(mode="after")
+    def _workers_are_inprocess(self) -> RuntimeSpec:
+        if self.workers > 1 and self.name != "inprocess":
+            raise ValueError(
+                f"workers {self.workers} needs name: inprocess (its worker processes), not {self.name}"
+            )
+        return self
 
 
 class FLOutputSpec(OutputSpec):

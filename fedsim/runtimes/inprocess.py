@@ -27,28 +27,22 @@ SUPERLINK_NODE_ID = 1
 NODE_ID_OFFSET = 1000
 
 
-class InProcessGrid(Grid):
-    """Delivers messages straight to a ClientApp; one node per partition 0..N-1."""
+class LocalGrid(Grid):
+    """A Grid whose nodes are partitions 0..N-1 of this machine, always connected.
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict, run_id: int = 1) -> None:
+    Subclasses say how a batch of messages is executed (:meth:`deliver`); replies come
+    back in the order the messages were pushed.
+    """
+
+    def __init__(self, num_nodes: int, run_id: int = 1) -> None:
         self._run = Run.create_empty(run_id)
-        self._app = client_app
+        self._num_nodes = num_nodes
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
         # The identity Flower gives the process that runs a ServerApp.
         TaskIdentity.task_id = 1
         TaskIdentity.run_id = run_id
         TaskIdentity.node_id = SUPERLINK_NODE_ID
-        self._contexts = {
-            pid + NODE_ID_OFFSET: Context(
-                run_id=run_id,
-                node_id=pid + NODE_ID_OFFSET,
-                node_config={"partition-id": pid, "num-partitions": num_nodes},
-                state=RecordDict(),
-                run_config=run_config,
-            )
-            for pid in range(num_nodes)
-        }
 
     # -- Grid interface ---------------------------------------------------------------
 
@@ -76,17 +70,19 @@ class InProcessGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         """Every node (all are always connected)."""
-        return list(self._contexts)
+        return [pid + NODE_ID_OFFSET for pid in range(self._num_nodes)]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Execute each message now; keep its reply until pulled."""
+        """Execute the messages now; keep their replies until pulled."""
+        batch = list(messages)
         ids = []
-        for msg in messages:
+        for msg in batch:
             msg_id = str(next(self._ids))
             # Set as Flower's SuperLink does (Metadata has no setter for it).
             msg.metadata.__dict__["_message_id"] = msg_id
-            self._replies[msg_id] = self._execute(msg)
             ids.append(msg_id)
+        for msg_id, reply in zip(ids, self.deliver(batch), strict=True):
+            self._replies[msg_id] = reply
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -99,6 +95,49 @@ class InProcessGrid(Grid):
         """Push and pull in one step (nothing here can time out)."""
         return self.pull_messages(self.push_messages(messages))
 
+    def deliver(self, messages: list[Message]) -> list[Message]:
+        """The replies to ``messages``, in their order."""
+        raise NotImplementedError
+
+
+class InProcessGrid(LocalGrid):
+    """Delivers messages straight to a ClientApp in this process, one after another."""
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: dict,
+        run_id: int = 1,
+        partitions: Iterable[int] | None = None,
+    ) -> None:
+        """``partitions``: the nodes this grid holds (all ``num_nodes`` by default; a worker of
+        the sharded runtime holds its shard)."""
+        super().__init__(num_nodes, run_id)
+        self._app = client_app
+        self._contexts = {
+            pid + NODE_ID_OFFSET: Context(
+                run_id=run_id,
+                node_id=pid + NODE_ID_OFFSET,
+                node_config={"partition-id": pid, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for pid in (range(num_nodes) if partitions is None else partitions)
+        }
+
+    def deliver(self, messages: list[Message]) -> list[Message]:
+        """Each message executed now, in order."""
+        return [self.execute(msg) for msg in messages]
+
+    def execute(self, msg: Message) -> Message:
+        """The ClientApp's reply to ``msg`` (an error reply when it raises, as on a SuperNode)."""
+        try:
+            return self._app(msg, self._contexts[msg.metadata.dst_node_id])
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
     # -- client state (checkpoints) -------------------------------------------------
 
     def client_states(self) -> dict[int, RecordDict]:
@@ -109,12 +148,3 @@ class InProcessGrid(Grid):
         """Put saved ``context.state`` back on each node."""
         for pid, state in states.items():
             self._contexts[pid + NODE_ID_OFFSET].state = state
-
-    # -- internals ------------------------------------------------------------------
-
-    def _execute(self, msg: Message) -> Message:
-        try:
-            return self._app(msg, self._contexts[msg.metadata.dst_node_id])
-        except Exception as exc:  # the ClientApp failed: an error reply, as on a SuperNode
-            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)

@@ -7,17 +7,26 @@ import logging
 from flwr.app import Context, RecordDict
 
 from fedsim.apps import CLIENTAPP, load_app
-from fedsim.runtimes.inprocess import InProcessGrid
+from fedsim.runtimes.inprocess import InProcessGrid, LocalGrid
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
 
 
-@RUNTIMES.register("inprocess", summary="fedsim's own Grid: clients called in this process (default)")
+@RUNTIMES.register(
+    "inprocess", summary="fedsim's own Grid: clients in this process, or in runtime.workers processes"
+)
 def launch(request: LaunchRequest) -> None:
-    """Run the ServerApp's loop here, delivering messages straight to the ClientApp."""
+    """Run the ServerApp's loop here, delivering messages straight to the ClientApp (in this
+    process, or in ``runtime.workers`` worker processes holding shards of the clients)."""
+    from fedsim.runtimes.sharded import ShardedGrid
     from fedsim.server.app import run_server
 
     run_config = request.run_config()
-    grid = InProcessGrid(load_app(CLIENTAPP), request.scenario.clients.num, run_config)
+    num, workers = request.scenario.clients.num, request.scenario.runtime.workers
+    grid: LocalGrid
+    if workers > 1:
+        grid = ShardedGrid(CLIENTAPP, num, run_config, workers)
+    else:
+        grid = InProcessGrid(load_app(CLIENTAPP), num, run_config)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
@@ -27,3 +36,5 @@ def launch(request: LaunchRequest) -> None:
         run_server(grid, context, request.callbacks, request.stop_after)
     finally:
         flwr_logger.setLevel(level)
+        if isinstance(grid, ShardedGrid):
+            grid.close()

@@ -57,6 +57,7 @@ def summarise(
         "name": scenario.name,
         "algorithm": scenario.algorithm.name,
         "runtime": scenario.runtime.name,
+        "workers": scenario.runtime.workers,
         "status": status,
         "rounds_planned": scenario.rounds,
         "rounds_completed": rows[-1]["round"] if rows else 0,

@@ -1,0 +1,76 @@
+"""``runtime.workers``: clients sharded over worker processes give the results of one process."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from fedsim.loader import load_scenario
+from fedsim.runner import resume_run, start_run
+from fedsim.runtimes.sharded import shard_of
+from tests.helpers import rows
+from tests.test_system_rounds import HETERO, mlp_scenario
+
+QUIET = Console(quiet=True)
+
+FEDLOGE: dict[str, Any] = {
+    "algorithm": {"name": "fedloge", "ssec_steps": 200},
+    "data": {"long_tail": {"imbalance_factor": 5}},
+    "clients": {"num": 5, "fraction": 1.0},
+    "rounds": 2,
+}
+
+
+def run(path: Path, workers: int, stop_after: int | None = None) -> Path:
+    folder, summary = start_run(path, [f"runtime.workers={workers}"], stop_after, False, False, QUIET)
+    assert summary["workers"] == workers
+    return folder.path
+
+
+def outputs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return rows(run_dir / "metrics.jsonl"), rows(run_dir / "clients.jsonl")
+
+
+def test_shards_are_contiguous_blocks_covering_every_partition() -> None:
+    for num, workers in [(5, 2), (7, 3), (2, 3), (100, 8)]:
+        owners = [shard_of(p, num, workers) for p in range(num)]
+        assert owners == sorted(owners) and set(owners) <= set(range(workers))
+        assert max(owners.count(w) for w in set(owners)) - min(owners.count(w) for w in set(owners)) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["fedavg", "fedloge", "system"], ids=["fedavg", "fedloge-stateful", "system-virtual-clock"]
+)
+def test_any_number_of_workers_gives_the_single_process_results(write_scenario, name: str) -> None:
+    if name == "system":
+        path = mlp_scenario(write_scenario, HETERO)
+    else:
+        path = write_scenario(FEDLOGE if name == "fedloge" else {"rounds": 2})
+    one = outputs(run(path, 1))
+    assert one[0] and one[1]
+    for workers in (2, 3):
+        assert outputs(run(path, workers)) == one, f"workers={workers}"
+    assert not multiprocessing.active_children()  # every worker stopped with its run
+
+
+@pytest.mark.slow
+def test_client_states_live_in_the_workers_and_survive_a_resume(write_scenario) -> None:
+    path = write_scenario({**FEDLOGE, "rounds": 3})
+    full = outputs(run(path, 1))
+    part = run(path, 3, stop_after=1)  # FedLoGe's local heads are checkpointed from the workers
+    resume_run(part, None, None, False, False, QUIET)
+    assert outputs(part) == full
+
+
+def test_workers_belong_to_the_inprocess_runtime(write_scenario) -> None:
+    from fedsim.errors import UserError
+
+    path = write_scenario({"runtime": {"name": "ray", "workers": 2}})
+    with pytest.raises(UserError, match=r"runtime: workers 2 needs name: inprocess .*not ray"):
+        load_scenario(path)
+    assert load_scenario(write_scenario({"runtime": {"workers": 4}})).runtime.workers == 4
