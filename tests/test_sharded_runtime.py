@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 from rich.console import Console
 
 from fedsim.loader import load_scenario
 from fedsim.runner import resume_run, start_run
-from fedsim.runtimes.sharded import shard_of
+from fedsim.runtimes.sharded import ShardedGrid, shard_of
 from tests.helpers import rows
 from tests.test_system_rounds import HETERO, mlp_scenario
 
@@ -74,3 +78,43 @@ def test_workers_belong_to_the_inprocess_runtime(write_scenario) -> None:
     with pytest.raises(UserError, match=r"runtime: workers 2 needs name: inprocess .*not ray"):
         load_scenario(path)
     assert load_scenario(write_scenario({"runtime": {"workers": 4}})).runtime.workers == 4
+
+
+#: A ClientApp counting its calls in ``context.state`` (imported by reference in the workers).
+COUNTER = ClientApp()
+
+
+@COUNTER.train()
+def _count(msg: Message, context: Context) -> Message:
+    count = int(context.state.config_records.get("s", ConfigRecord({"n": 0}))["n"]) + 1
+    context.state["s"] = ConfigRecord({"n": count})
+    pid = int(context.node_config["partition-id"])
+    return Message(RecordDict({"m": MetricRecord({"pid": pid, "n": count, "os": os.getpid()})}), reply_to=msg)
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_only_its_clients_and_is_started_again() -> None:
+    grid = ShardedGrid("tests.test_sharded_runtime:COUNTER", 6, {}, 3)
+    try:
+        nodes = list(grid.get_node_ids())
+
+        def round_() -> list[Message]:
+            content = RecordDict({"config": ConfigRecord({})})
+            msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in nodes]
+            return list(grid.send_and_receive(msgs))
+
+        first = round_()
+        assert [int(r.content["m"]["pid"]) for r in first] == list(range(6))  # push order
+        assert len({int(r.content["m"]["os"]) for r in first}) == 3  # three processes
+        assert set(grid.client_states()) == set(range(6))
+        os.kill(grid.worker_pids()[1], signal.SIGKILL)  # holds partitions 2 and 3
+        second = round_()
+        assert [r.has_error() for r in second] == [False, False, True, True, False, False]
+        assert "worker 1 (partitions 2-3) exited with code -9; reply lost" in second[2].error.reason
+        assert [int(r.content["m"]["n"]) for i, r in enumerate(second) if i not in (2, 3)] == [2] * 4
+        third = round_()  # the restarted worker answers; its clients start from an empty state
+        assert [int(r.content["m"]["n"]) for r in third] == [3, 3, 1, 1, 3, 3]
+        assert grid.restarts == 1
+    finally:
+        grid.close()
+    assert not multiprocessing.active_children()

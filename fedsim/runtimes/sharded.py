@@ -14,15 +14,18 @@ the server process's torch thread count, so the clients' arithmetic is the same 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Any
 
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 
 from fedsim.apps import load_app
-from fedsim.runtimes.inprocess import NODE_ID_OFFSET, InProcessGrid, LocalGrid
+from fedsim.runtimes.inprocess import CLIENT_APP_RAISED_EXCEPTION, NODE_ID_OFFSET, InProcessGrid, LocalGrid
+
+logger = logging.getLogger(__name__)
 
 
 def shard_of(partition_id: int, num_nodes: int, workers: int) -> int:
@@ -90,11 +93,28 @@ class _Worker:
     def receive(self) -> Any:
         try:
             return self.conn.recv()
-        except EOFError:
-            self.process.join(5)
-            code = self.process.exitcode
-            span = f"partitions {self.shard[0]}-{self.shard[-1]}" if self.shard else "no partitions"
-            raise WorkerDied(f"worker {self.index} ({span}) exited with code {code}") from None
+        except (EOFError, OSError):
+            raise WorkerDied(self.death()) from None
+
+    def death(self) -> str:
+        """What happened to the process, in one line."""
+        self.process.join(5)
+        span = f"partitions {self.shard[0]}-{self.shard[-1]}"
+        return f"worker {self.index} ({span}) exited with code {self.process.exitcode}"
+
+    def close(self) -> None:
+        """Ask the process to stop, then make sure it has."""
+        if self.process.is_alive():
+            try:
+                self.send("stop")
+                self.receive()
+            except (OSError, WorkerDied):
+                pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
 
 
 class ShardedGrid(LocalGrid):
@@ -107,55 +127,73 @@ class ShardedGrid(LocalGrid):
         shards: list[list[int]] = [[] for _ in range(workers)]
         for pid in range(num_nodes):
             shards[shard_of(pid, num_nodes, workers)].append(pid)
-        threads = torch.get_num_threads()
-        self._workers = [
-            _Worker(i, shard, app_ref, num_nodes, run_config, threads)
-            for i, shard in enumerate(shards)
-            if shard
-        ]
-        self._owner = {pid: w for w in self._workers for pid in w.shard}
+        self._args = (app_ref, num_nodes, run_config, torch.get_num_threads())
+        self._workers = {i: _Worker(i, shard, *self._args) for i, shard in enumerate(shards) if shard}
+        self._owner = {pid: i for i, w in self._workers.items() for pid in w.shard}
+        self.restarts = 0
 
     def deliver(self, messages: list[Message]) -> list[Message]:
-        """Each worker gets its messages as one batch; all run at once; replies in push order."""
+        """Each worker gets its messages as one batch; all run at once; replies in push order.
+
+        A worker that has died fails its messages of this batch (error replies, as for a
+        client that raised) and is started again with its shard; the others are unaffected."""
         batches: dict[int, list[int]] = {}
         for i, msg in enumerate(messages):
-            batches.setdefault(self._owner[msg.metadata.dst_node_id - NODE_ID_OFFSET].index, []).append(i)
-        workers = {w.index: w for w in self._workers}
+            batches.setdefault(self._owner[msg.metadata.dst_node_id - NODE_ID_OFFSET], []).append(i)
+        died: dict[int, str] = {}
         for index, positions in batches.items():
-            workers[index].send("execute", [messages[i] for i in positions])
-        replies: list[Message | None] = [None] * len(messages)
+            try:
+                self._workers[index].send("execute", [messages[i] for i in positions])
+            except OSError:  # its end of the pipe is gone
+                died[index] = self._workers[index].death()
+        replies: list[Message] = list(messages)  # every slot is replaced below
         for index, positions in batches.items():
-            for i, reply in zip(positions, workers[index].receive(), strict=True):
+            try:
+                got = [] if index in died else self._workers[index].receive()
+            except WorkerDied as exc:
+                died[index] = str(exc)
+            if index in died:
+                got = [_lost(messages[i], died[index]) for i in positions]
+            for i, reply in zip(positions, got, strict=True):
                 replies[i] = reply
-        return [r for r in replies if r is not None]
+        for index in died:
+            self._restart(index)
+        return replies
+
+    def _restart(self, index: int) -> None:
+        """A fresh worker for the shard of a dead one (its clients' state starts empty)."""
+        old = self._workers[index]
+        old.close()
+        self._workers[index] = _Worker(index, old.shard, *self._args)
+        self.restarts += 1
+        logger.warning("%s; started again", old.death())
 
     def client_states(self) -> dict[int, RecordDict]:
         """Every node's non-empty ``context.state``, by partition id, gathered from the workers."""
-        for w in self._workers:
+        for w in self._workers.values():
             w.send("states")
         states: dict[int, RecordDict] = {}
-        for w in self._workers:
+        for w in self._workers.values():
             states.update(w.receive())
         return dict(sorted(states.items()))
 
     def restore_client_states(self, states: dict[int, RecordDict]) -> None:
         """Hand each worker the saved states of its partitions."""
-        for w in self._workers:
+        for w in self._workers.values():
             w.send("restore", {pid: s for pid, s in states.items() if pid in set(w.shard)})
-        for w in self._workers:
+        for w in self._workers.values():
             w.receive()
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index -> its process id."""
+        return {i: int(w.process.pid or 0) for i, w in self._workers.items()}
 
     def close(self) -> None:
         """Stop every worker (and wait for it)."""
-        for w in self._workers:
-            if w.process.is_alive():
-                try:
-                    w.send("stop")
-                    w.receive()
-                except (OSError, WorkerDied):
-                    pass
-            w.process.join(10)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
-            w.conn.close()
+        for w in self._workers.values():
+            w.close()
+
+
+def _lost(msg: Message, why: str) -> Message:
+    """The error reply to a message whose worker died before answering."""
+    return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=f"{why}; reply lost"), reply_to=msg)
