@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.helpers import cli
+from tests.helpers import rows as rows_of
 
 RAY = str(Path(sys.executable).parent / "ray")
 #: Node id by custom resource, and the nodes of every client actor (ClientAppActor).
@@ -34,9 +35,9 @@ import json, ray, ray._private.state as state
 ray.init(address={address!r}, logging_level="ERROR")
 alive = [n for n in ray.nodes() if n["Alive"]]
 nodes = {{r: n["NodeID"] for n in alive for r in ("head", "worker2") if r in n["Resources"]}}
-actors = [a["Address"]["NodeID"] for a in state.actors().values()
-          if "ClientAppActor" in a["ActorClassName"]]
-print(json.dumps({{"nodes": nodes, "actors": actors}}))
+def on(name):
+    return [a["Address"]["NodeID"] for a in state.actors().values() if name in a["ActorClassName"]]
+print(json.dumps({{"nodes": nodes, "actors": on("ClientAppActor"), "shards": on("ShardHost")}}))
 """
 
 
@@ -122,6 +123,23 @@ def test_ray_address_runs_clients_on_both_nodes(tmp_path: Path, two_node_cluster
 
     state = probe(two_node_cluster)
     assert set(state["actors"]) == {state["nodes"]["head"], state["nodes"]["worker2"]}
+
+    # engine fedsim: fedsim's workers as Ray actors, one per cluster CPU, spread over both nodes,
+    # with the results of one process
+    common = ["--set", "evaluation.server_every=1", "-q"]
+    args = ["--runtime", "ray", "--ray-address", two_node_cluster, "--set", "runtime.engine=fedsim"]
+    res = cli("run", str(scenario), *args, "--set", "runtime.workers=0", *common, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = cli("run", str(scenario), "--set", f"output.dir={tmp_path / 'here'}", *common, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (ours,) = [r for r in (tmp_path / "runs").iterdir() if r != run]
+    (here,) = (tmp_path / "here").iterdir()
+    summary = json.loads((ours / "summary.json").read_text())
+    assert (summary["runtime"], summary["engine"], summary["workers"]) == ("ray", "fedsim", 2)
+    for name in ("metrics.jsonl", "clients.jsonl"):
+        assert rows_of(ours / name) == rows_of(here / name)
+    state = probe(two_node_cluster)
+    assert sorted(state["shards"]) == sorted([state["nodes"]["head"], state["nodes"]["worker2"]])
 
 
 def test_unreachable_ray_address_is_one_line(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from fedsim.loader import load_scenario
 from fedsim.runner import resume_run, start_run
 from fedsim.runtimes.sharded import ShardedGrid, shard_of
-from tests.helpers import rows
+from tests.helpers import cli, rows
 from tests.test_system_rounds import HETERO, mlp_scenario
 
 QUIET = Console(quiet=True)
@@ -60,6 +60,12 @@ def test_any_number_of_workers_gives_the_single_process_results(write_scenario, 
     for workers in (2, 3):
         assert outputs(run(path, workers)) == one, f"workers={workers}"
     assert not multiprocessing.active_children()  # every worker stopped with its run
+    if name == "fedavg":  # the same workers as Ray actors, on a private local Ray instance
+        ray = ["--set", "runtime.name=ray", "--set", "runtime.engine=fedsim", "--set", "runtime.workers=2"]
+        res = cli("run", str(path), *ray, "--set", f"output.dir={path.parent / 'ray'}", "-q")
+        assert res.returncode == 0, res.stderr
+        (folder,) = (path.parent / "ray").iterdir()
+        assert outputs(folder) == one
 
 
 @pytest.mark.slow
@@ -75,8 +81,16 @@ def test_workers_belong_to_the_inprocess_runtime(write_scenario) -> None:
     from fedsim.errors import UserError
 
     path = write_scenario({"runtime": {"name": "ray", "workers": 2}})
-    with pytest.raises(UserError, match=r"runtime: workers 2 needs name: inprocess .*not ray"):
+    with pytest.raises(
+        UserError, match=r"runtime: workers 2 needs name: inprocess, or ray with engine: fedsim"
+    ):
         load_scenario(path)
+    with pytest.raises(
+        UserError, match=r"runtime: engine fedsim is a choice of the ray runtime, not of inprocess"
+    ):
+        load_scenario(write_scenario({"runtime": {"engine": "fedsim"}}))
+    fedsim_ray = load_scenario(write_scenario({"runtime": {"name": "ray", "engine": "fedsim", "workers": 0}}))
+    assert fedsim_ray.runtime.workers == 0
     assert load_scenario(write_scenario({"runtime": {"workers": 4}})).runtime.workers == 4
 
 

@@ -113,16 +113,22 @@ class RuntimeSpec(Strict):
 
     name: str = "inprocess"
     workers: int = Field(
-        1, ge=1, le=256, description="inprocess: worker processes holding shards of the clients (1: none)"
+        1, ge=0, le=1024, description="workers holding shards of the clients (0: one per CPU; 1: none)"
+    )
+    engine: Literal["flower", "fedsim"] = Field(
+        "flower", description="ray: Flower's Simulation Engine, or fedsim's workers as Ray actors"
     )
     ray: RaySpec = RaySpec()
     deployment: DeploymentSpec = DeploymentSpec()
 
     @model_validator(mode="after")
-    def _workers_are_inprocess(self) -> RuntimeSpec:
-        if self.workers > 1 and self.name != "inprocess":
+    def _workers_have_an_engine(self) -> RuntimeSpec:
+        fedsim_ray = self.name == "ray" and self.engine == "fedsim"
+        if self.engine == "fedsim" and self.name != "ray":
+            raise ValueError(f"engine fedsim is a choice of the ray runtime, not of {self.name}")
+        if self.workers != 1 and self.name != "inprocess" and not fedsim_ray:
             raise ValueError(
-                f"workers {self.workers} needs name: inprocess (its worker processes), not {self.name}"
+                f"workers {self.workers} needs name: inprocess, or ray with engine: fedsim (not {self.name})"
             )
         return self
 

@@ -126,6 +126,9 @@ class InProcessGrid(LocalGrid):
             for pid in (range(num_nodes) if partitions is None else partitions)
         }
 
+    #: clients run in this process: no workers
+    num_workers = 1
+
     def deliver(self, messages: list[Message]) -> list[Message]:
         """Each message executed now, in order."""
         return [self.execute(msg) for msg in messages]

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flwr.app import Context, RecordDict
 
 from fedsim.apps import CLIENTAPP, load_app
 from fedsim.runtimes.inprocess import InProcessGrid, LocalGrid
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
+from fedsim.runtimes.sharded import ShardedGrid
 
 
-@RUNTIMES.register(
-    "inprocess", summary="fedsim's own Grid: clients in this process, or in runtime.workers processes"
-)
-def launch(request: LaunchRequest) -> None:
-    """Run the ServerApp's loop here, delivering messages straight to the ClientApp (in this
-    process, or in ``runtime.workers`` worker processes holding shards of the clients)."""
-    from fedsim.runtimes.sharded import ShardedGrid
+def serve_here(request: LaunchRequest, grid: LocalGrid) -> None:
+    """Run the ServerApp's loop in this process on ``grid``; close the grid's workers after."""
     from fedsim.server.app import run_server
 
     run_config = request.run_config()
-    num, workers = request.scenario.clients.num, request.scenario.runtime.workers
-    grid: LocalGrid
-    if workers > 1:
-        grid = ShardedGrid(CLIENTAPP, num, run_config, workers)
-    else:
-        grid = InProcessGrid(load_app(CLIENTAPP), num, run_config)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
@@ -38,3 +29,20 @@ def launch(request: LaunchRequest) -> None:
         flwr_logger.setLevel(level)
         if isinstance(grid, ShardedGrid):
             grid.close()
+
+
+@RUNTIMES.register(
+    "inprocess", summary="fedsim's own Grid: clients in this process, or in runtime.workers processes"
+)
+def launch(request: LaunchRequest) -> None:
+    """Deliver messages straight to the ClientApp: in this process, or in ``runtime.workers``
+    worker processes holding shards of the clients (0: one per CPU)."""
+    run_config = request.run_config()
+    num, workers = request.scenario.clients.num, request.scenario.runtime.workers
+    workers = workers or os.cpu_count() or 1
+    grid: LocalGrid
+    if workers > 1:
+        grid = ShardedGrid(CLIENTAPP, num, run_config, workers)
+    else:
+        grid = InProcessGrid(load_app(CLIENTAPP), num, run_config)
+    serve_here(request, grid)

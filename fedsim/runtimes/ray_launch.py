@@ -225,12 +225,20 @@ def finish(request: LaunchRequest, link: FlowerSimulation, run_id: str, where: s
     raise RunFailed(message, log)
 
 
-@RUNTIMES.register("ray", summary="Flower's Simulation Engine on Ray, through flwr run")
+@RUNTIMES.register(
+    "ray",
+    summary="Ray: Flower's Simulation Engine (engine: flower) or fedsim's workers as actors (engine: fedsim)",
+)
 def launch(request: LaunchRequest) -> None:
     """Run the scenario on Flower's Simulation Engine; results land in the run folder."""
     sc = request.scenario
-    work = request.folder.path / "flower"
     check_ray_address(sc.runtime.ray.address)
+    if sc.runtime.engine == "fedsim":
+        from fedsim.runtimes.ray_engine import launch_fedsim_engine
+
+        launch_fedsim_engine(request)
+        return
+    work = request.folder.path / "flower"
     app_dir, overrides = write_submission(work, request.run_config())
     sim = FlowerSimulation(work, sc.runtime.ray.address)
     federation = (

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.app import Error, Message, RecordDict
 
@@ -33,28 +36,51 @@ def shard_of(partition_id: int, num_nodes: int, workers: int) -> int:
     return partition_id * workers // num_nodes
 
 
-def _serve(
-    conn: Connection, app_ref: str, num_nodes: int, run_config: dict, shard: list[int], threads: int
-) -> None:
-    """A worker's loop: execute batches, hand out or take back client states, until told to stop."""
-    import torch
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker is started with (its shard aside)."""
 
-    torch.set_num_threads(threads)
-    grid = InProcessGrid(load_app(app_ref), num_nodes, run_config, partitions=shard)
+    app_ref: str
+    num_nodes: int
+    run_config: dict
+    threads: int
+
+
+class ShardHost:
+    """A worker's side: its shard's clients (an InProcessGrid) answering the server's requests."""
+
+    def __init__(self, setup: WorkerSetup, shard: list[int]) -> None:
+        import torch
+
+        torch.set_num_threads(setup.threads)
+        app = load_app(setup.app_ref)
+        self.grid = InProcessGrid(app, setup.num_nodes, setup.run_config, partitions=shard)
+
+    def handle(self, op: str, payload: Any = None) -> Any:
+        """``execute`` a batch of messages, hand out the clients' ``states``, or ``restore`` them."""
+        if op == "execute":
+            return [self.grid.execute(msg) for msg in payload]
+        if op == "states":
+            return self.grid.client_states()
+        if op == "restore":
+            self.grid.restore_client_states(payload)
+        return None
+
+    def pid(self) -> int:
+        """The process holding this shard."""
+        return os.getpid()
+
+
+def _serve(conn: Connection, setup: WorkerSetup, shard: list[int]) -> None:
+    """A worker process's loop: answer requests from the pipe until told to stop."""
+    host = ShardHost(setup, shard)
     while True:
         try:
             op, payload = conn.recv()
         except EOFError:  # the server went away
             return
-        if op == "execute":
-            conn.send([grid.execute(msg) for msg in payload])
-        elif op == "states":
-            conn.send(grid.client_states())
-        elif op == "restore":
-            grid.restore_client_states(payload)
-            conn.send(None)
-        else:  # "stop"
-            conn.send(None)
+        conn.send(host.handle(op, payload))
+        if op == "stop":
             return
 
 
@@ -70,22 +96,41 @@ def _context() -> ForkServerContext | SpawnContext:
 
 
 class WorkerDied(RuntimeError):
-    """A worker process ended while the server waited for it."""
+    """A worker ended while the server waited for it."""
 
 
-class _Worker:
-    """One worker process and the server's end of its pipe."""
+class Worker(Protocol):
+    """The server's handle on one worker: a request at a time, answered in order."""
 
-    def __init__(
-        self, index: int, shard: list[int], app_ref: str, num_nodes: int, run_config: dict, threads: int
-    ) -> None:
+    index: int
+    shard: list[int]
+
+    def send(self, op: str, payload: Any = None) -> None: ...
+    def receive(self) -> Any: ...
+    def death(self) -> str: ...
+    def pid(self) -> int: ...
+    def close(self) -> None: ...
+
+
+#: (index, shard, setup) -> a started worker
+WorkerFactory = Callable[[int, list[int], WorkerSetup], Worker]
+
+
+class ProcessWorker:
+    """One worker process on this machine and the server's end of its pipe."""
+
+    def __init__(self, index: int, shard: list[int], setup: WorkerSetup) -> None:
         ctx = _context()
         self.index, self.shard = index, shard
         self.conn, child = ctx.Pipe()
-        args = (child, app_ref, num_nodes, run_config, shard, threads)
+        args = (child, setup, shard)
         self.process = ctx.Process(target=_serve, args=args, daemon=True, name=f"fedsim-worker-{index}")
         self.process.start()
         child.close()
+
+    def pid(self) -> int:
+        """The worker's process id."""
+        return int(self.process.pid or 0)
 
     def send(self, op: str, payload: Any = None) -> None:
         self.conn.send((op, payload))
@@ -120,15 +165,25 @@ class _Worker:
 class ShardedGrid(LocalGrid):
     """Delivers messages to the ClientApp in ``workers`` processes, each holding a shard."""
 
-    def __init__(self, app_ref: str, num_nodes: int, run_config: dict, workers: int, run_id: int = 1) -> None:
+    def __init__(
+        self,
+        app_ref: str,
+        num_nodes: int,
+        run_config: dict,
+        workers: int,
+        run_id: int = 1,
+        start: WorkerFactory = ProcessWorker,
+    ) -> None:
+        """``start``: how a worker is started (a process here by default; a Ray actor)."""
         import torch
 
         super().__init__(num_nodes, run_id)
         shards: list[list[int]] = [[] for _ in range(workers)]
         for pid in range(num_nodes):
             shards[shard_of(pid, num_nodes, workers)].append(pid)
-        self._args = (app_ref, num_nodes, run_config, torch.get_num_threads())
-        self._workers = {i: _Worker(i, shard, *self._args) for i, shard in enumerate(shards) if shard}
+        self._setup = WorkerSetup(app_ref, num_nodes, run_config, torch.get_num_threads())
+        self._start = start
+        self._workers = {i: start(i, shard, self._setup) for i, shard in enumerate(shards) if shard}
         self._owner = {pid: i for i, w in self._workers.items() for pid in w.shard}
         self.restarts = 0
 
@@ -164,9 +219,14 @@ class ShardedGrid(LocalGrid):
         """A fresh worker for the shard of a dead one (its clients' state starts empty)."""
         old = self._workers[index]
         old.close()
-        self._workers[index] = _Worker(index, old.shard, *self._args)
+        self._workers[index] = self._start(index, old.shard, self._setup)
         self.restarts += 1
         logger.warning("%s; started again", old.death())
+
+    @property
+    def num_workers(self) -> int:
+        """How many workers hold the shards."""
+        return len(self._workers)
 
     def client_states(self) -> dict[int, RecordDict]:
         """Every node's non-empty ``context.state``, by partition id, gathered from the workers."""
@@ -186,7 +246,7 @@ class ShardedGrid(LocalGrid):
 
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> its process id."""
-        return {i: int(w.process.pid or 0) for i, w in self._workers.items()}
+        return {i: w.pid() for i, w in self._workers.items()}
 
     def close(self) -> None:
         """Stop every worker (and wait for it)."""
