@@ -1,15 +1,19 @@
-"""Runtime overhead: the same FedAvg workload three ways, timed in one process run.
+"""Runtime overhead: the same FedAvg workload several ways, timed in one process run.
 
-1. ``plain``: a bare PyTorch loop, no framework (the lower bound);
-2. ``inprocess``: fedsim's in-process Grid;
-3. ``ray``: Flower's Simulation Engine through ``flwr run``.
+1. ``plain``: a bare PyTorch loop, no framework, one thread (the reference);
+2. ``inprocess``: fedsim's in-process Grid (``w1``), and its clients sharded over two
+   worker processes (``w2``, ``runtime.workers: 2``);
+3. ``ray-fedsim``: the same two workers as Ray actors (``runtime.engine: fedsim``);
+4. ``ray``: Flower's Simulation Engine through ``flwr run`` (``engine: flower``).
 
 Workloads (small CNN, 1 local epoch, batch 10, 3 rounds, no evaluation):
 ``100x50``: 100 clients x 50 samples, all clients every round;
 ``1000x50``: 1,000 clients x 50 samples, 50 sampled per round.
 
-Prints seconds (best of --repeat for plain and inprocess; ray once, its start-up
-included) and the ratios inprocess/plain and ray/inprocess. Run:
+Prints, per way, the seconds of the whole run (best of --repeat for plain and ``w1``;
+the others once, their start-up included) and of one round after the first (the mean of
+rounds 2 and 3, from metrics.jsonl: what a long run pays per round), then ratios against
+``w1`` measured in the same run. Run:
 
     python benchmarks/runtime_overhead.py [--skip-ray] [--shapes 100x50,1000x50]
 """
@@ -34,7 +38,16 @@ from fedsim.workspace import client_data, federated_data, new_model
 WORKLOADS = {"100x50": (100, 1.0), "1000x50": (1000, 0.05)}
 
 
-def scenario_dict(num_clients: int, fraction: float, out: Path, runtime: str) -> dict:
+#: way -> its runtime section
+WAYS = {
+    "w1": {"name": "inprocess"},
+    "w2": {"name": "inprocess", "workers": 2},
+    "ray-fedsim": {"name": "ray", "engine": "fedsim", "workers": 2},
+    "ray": {"name": "ray"},
+}
+
+
+def scenario_dict(num_clients: int, fraction: float, out: Path, runtime: dict) -> dict:
     """The benchmark scenario: shapes 16x16, exactly 50 samples per client (iid)."""
     return {
         "name": f"bench-{num_clients}",
@@ -50,7 +63,7 @@ def scenario_dict(num_clients: int, fraction: float, out: Path, runtime: str) ->
         "clients": {"num": num_clients, "fraction": fraction, "min": 1},
         "train": {"local_epochs": 1, "batch_size": 10, "optimizer": {"name": "sgd", "lr": 0.05}},
         "evaluation": {"server_every": 0, "clients_every": 0},
-        "runtime": {"name": runtime},
+        "runtime": runtime,
         "output": {"dir": str(out)},
     }
 
@@ -87,14 +100,17 @@ def plain_loop(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def framework_run(path: Path) -> float:
-    """Time a fedsim run (folder creation and data loading excluded by warming first)."""
+def framework_run(path: Path) -> tuple[float, float]:
+    """A fedsim run's seconds, and its mean round after the first (this process's data caches
+    are warm, as for the plain loop; workers build their own inside the first round)."""
     sc = load_scenario(path)
     for pid in range(sc.clients.num):
-        client_data(sc, pid)  # same warm caches as the plain loop
+        client_data(sc, pid)
     t0 = time.perf_counter()
-    start_run(path, [], None, False, False, Console(quiet=True))
-    return time.perf_counter() - t0
+    folder, _ = start_run(path, [], None, False, False, Console(quiet=True))
+    total = time.perf_counter() - t0
+    elapsed = [r["elapsed_s"] for r in folder.read("metrics.jsonl") if r["round"] >= 1]
+    return total, float(np.mean(np.diff(elapsed))) if len(elapsed) > 1 else float("nan")
 
 
 def main() -> None:
@@ -102,28 +118,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--shapes", default=",".join(WORKLOADS))
-    parser.add_argument("--repeat", type=int, default=3, help="best of N for plain and inprocess")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for plain and w1")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch threads: {torch.get_num_threads()} (all three ways run single-threaded per process)")
+    print(f"torch threads: {torch.get_num_threads()} per process; total s / s per round after the first")
+    ways = [w for w in WAYS if not (args.skip_ray and w.startswith("ray"))]
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             n, frac = WORKLOADS[shape]
-            times: dict[str, float] = {}
-            for runtime in ["inprocess"] + ([] if args.skip_ray else ["ray"]):
-                path = Path(tmp) / f"{shape}-{runtime}.yaml"
-                path.write_text(yaml.safe_dump(scenario_dict(n, frac, Path(tmp) / "runs", runtime)))
-                if runtime == "inprocess":
+            got: dict[str, tuple[float, float]] = {}
+            for way in ways:
+                path = Path(tmp) / f"{shape}-{way}.yaml"
+                path.write_text(yaml.safe_dump(scenario_dict(n, frac, Path(tmp) / "runs", WAYS[way])))
+                if way == "w1":
                     plain_loop(path)  # warm-up (first torch calls)
-                    times["plain"] = min(plain_loop(path) for _ in range(args.repeat))
-                    times[runtime] = min(framework_run(path) for _ in range(args.repeat))
+                    plain = min(plain_loop(path) for _ in range(args.repeat))
+                    got["plain"] = (plain, plain / 3)
+                    got[way] = min((framework_run(path) for _ in range(args.repeat)), key=lambda t: t[0])
                 else:
-                    times[runtime] = framework_run(path)
-            line = "  ".join(f"{k} {v:6.2f}s" for k, v in times.items())
-            ratios = f"inprocess/plain {times['inprocess'] / times['plain']:.2f}x"
-            if "ray" in times:
-                ratios += f"  ray/inprocess {times['ray'] / times['inprocess']:.2f}x"
-            print(f"{shape:>8}: {line}  |  {ratios}")
+                    got[way] = framework_run(path)
+            line = "  ".join(f"{k} {t:6.2f}/{r:5.2f}" for k, (t, r) in got.items())
+            w1 = got["w1"][1]
+            ratios = "  ".join(f"{k} {w1 / r:.2f}x" for k, (_, r) in got.items() if k not in ("plain", "w1"))
+            print(f"{shape:>8}: {line}  |  per-round speed-up against w1: {ratios}")
 
 
 if __name__ == "__main__":
