@@ -16,6 +16,7 @@ from rich.console import Console
 from fedsim.loader import load_scenario
 from fedsim.runner import resume_run, start_run
 from fedsim.runtimes.sharded import ShardedGrid, shard_of
+from fedsim.server.rounds import PHASES
 from tests.helpers import cli, rows
 from tests.test_system_rounds import HETERO, mlp_scenario
 
@@ -32,6 +33,8 @@ FEDLOGE: dict[str, Any] = {
 def run(path: Path, workers: int, stop_after: int | None = None) -> Path:
     folder, summary = start_run(path, [f"runtime.workers={workers}"], stop_after, False, False, QUIET)
     assert summary["workers"] == workers
+    wall = summary["round_wall_s"]  # mean wall seconds per round, by phase
+    assert set(wall) == {"rounds", *PHASES} and wall["rounds"] >= 1 and wall["clients"] > 0
     return folder.path
 
 

@@ -59,6 +59,7 @@ def summarise(
         "runtime": scenario.runtime.name,
         "workers": getattr(loop.grid if loop else None, "num_workers", scenario.runtime.workers),
         "engine": scenario.runtime.engine if scenario.runtime.name == "ray" else None,
+        "round_wall_s": loop.wall_summary() if loop else None,
         "status": status,
         "rounds_planned": scenario.rounds,
         "rounds_completed": rows[-1]["round"] if rows else 0,

@@ -9,9 +9,11 @@ send_and_receive -> aggregate_evaluate -> server-side evaluation``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -120,6 +122,21 @@ def _prefixed(prefix: str, metrics: Any) -> dict[str, Any]:
     }
 
 
+#: The phases of a round whose wall time summary.json reports: building the messages,
+#: waiting for the clients' replies (client compute, and transport on real runtimes),
+#: turning replies into rows and aggregating them, and the server-side evaluation.
+PHASES = ("dispatch", "clients", "aggregation", "server_evaluation")
+
+
+@contextlib.contextmanager
+def _timed(wall: dict[str, float], phase: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        wall[phase] += time.perf_counter() - t0
+
+
 class RoundLoop:
     """Runs rounds ``start+1 .. scenario.rounds`` of a strategy on a grid."""
 
@@ -143,6 +160,14 @@ class RoundLoop:
         self._elapsed_before = elapsed_s
         self._t0 = time.perf_counter()
         self.system = system
+        #: per round run in this process: wall seconds of each phase (see :data:`PHASES`)
+        self.wall: list[dict[str, float]] = []
+
+    def wall_summary(self) -> dict[str, Any]:
+        """Mean wall seconds per round of each phase, over the rounds run in this process."""
+        n = len(self.wall)
+        means = {k: round(sum(w[k] for w in self.wall) / n, 6) for k in PHASES} if n else {}
+        return {"rounds": n, **means}
 
     @property
     def elapsed_s(self) -> float:
@@ -164,18 +189,25 @@ class RoundLoop:
 
     def run_round(self, server_round: int) -> RoundResult:
         """One round: train, aggregate, evaluate (clients, then server)."""
+        wall = dict.fromkeys(PHASES, 0.0)
+        self.wall.append(wall)
+        timed = functools.partial(_timed, wall)
         strategy, grid, system = self.strategy, self.grid, self.system
         if system is not None:
             strategy.eligible, strategy.cohort_size = system.start_round(self.scenario.clients.per_round())
-        train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
-        replies = list(grid.send_and_receive(train_msgs))
-        rows, ok = _client_rows(server_round, "train", train_msgs, replies, strategy)
+        with timed("dispatch"):
+            train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
+        with timed("clients"):
+            replies = list(grid.send_and_receive(train_msgs))
+        with timed("aggregation"):
+            rows, ok = _client_rows(server_round, "train", train_msgs, replies, strategy)
         if train_msgs and not ok:
             raise RunFailed(f"round {server_round}: every client failed; first error: {rows[0].get('error')}")
         if system is not None:  # dropped and late updates are discarded before aggregation
             kept = system.settle(server_round, rows)
             ok = [r for r in ok if strategy.partition_of(r) in kept]
-        arrays, train_metrics = strategy.aggregate_train(server_round, ok) if ok else (None, None)
+        with timed("aggregation"):
+            arrays, train_metrics = strategy.aggregate_train(server_round, ok) if ok else (None, None)
         if arrays is not None:
             self.arrays = arrays
         metrics: dict[str, Any] = {
@@ -189,19 +221,23 @@ class RoundLoop:
         if system is not None:
             metrics.update(system.metrics())
 
-        eval_msgs = list(strategy.configure_evaluate(server_round, self.arrays, ConfigRecord(), grid))
+        with timed("dispatch"):
+            eval_msgs = list(strategy.configure_evaluate(server_round, self.arrays, ConfigRecord(), grid))
         if eval_msgs:
-            eval_replies = list(grid.send_and_receive(eval_msgs))
-            eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
+            with timed("clients"):
+                eval_replies = list(grid.send_and_receive(eval_msgs))
+            with timed("aggregation"):
+                eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
+                agg: dict[str, Any] = dict(strategy.aggregate_evaluate(server_round, eval_ok) or {})
             rows += eval_rows
-            agg: dict[str, Any] = dict(strategy.aggregate_evaluate(server_round, eval_ok) or {})
             metrics.update(_prefixed("clients", agg))
             metrics["bytes_down"] += sum(r["bytes_down"] for r in eval_rows)
             metrics["bytes_up"] += sum(r.get("bytes_up", 0) for r in eval_rows)
 
         every = self.scenario.evaluation.server_every
         if every and (server_round % every == 0 or server_round == self.scenario.rounds):
-            metrics.update(strategy.server_evaluate(server_round, self.arrays))
+            with timed("server_evaluation"):
+                metrics.update(strategy.server_evaluate(server_round, self.arrays))
         metrics["elapsed_s"] = self.elapsed_s
         return RoundResult(server_round, metrics, rows)
 
