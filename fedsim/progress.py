@@ -7,6 +7,7 @@ server runs in another process.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Self
 
 from rich.console import Console
@@ -63,19 +64,32 @@ class ProgressContext:
 class RoundProgress(ProgressContext):
     """Progress bar over rounds; a no-op when disabled."""
 
+    #: a round running longer than this shows its clients done / sent (seconds)
+    CLIENTS_AFTER_S = 2.0
+
     def __init__(
         self, name: str, total: int, start: int = 0, enabled: bool = True, console: Console | None = None
     ) -> None:
         self.enabled = enabled
         self._progress: Progress | None = None
+        self._round_t0 = time.monotonic()
+        self._info = ""
         if enabled:
             self._progress = progress_bar("rounds", console, eta=True)
             self._task = self._progress.add_task(name, total=total, completed=start, info="")
 
     def update(self, row: dict[str, Any]) -> None:
         """Advance to the round of a metrics row."""
+        self._round_t0 = time.monotonic()
+        self._info = accuracy_text(row)
         if self._progress:
-            self._progress.update(self._task, completed=row["round"], info=accuracy_text(row))
+            self._progress.update(self._task, completed=row["round"], info=self._info)
+
+    def clients_done(self, done: int, total: int) -> None:
+        """Within a long round: how many of the clients sent messages have answered."""
+        if self._progress and time.monotonic() - self._round_t0 > self.CLIENTS_AFTER_S:
+            info = f"{self._info}  clients {done}/{total}".strip()
+            self._progress.update(self._task, info=info)
 
     def on_round_end(self, result: RoundResult, loop: RoundLoop) -> None:
         """Round-loop callback."""

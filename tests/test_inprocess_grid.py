@@ -47,3 +47,27 @@ def test_delivery_state_and_errors() -> None:
     )
     (reply,) = grid.send_and_receive([bad])
     assert reply.has_error() and "RuntimeError: boom" in reply.error.reason
+
+
+def test_the_grid_tells_progress_as_a_batch_is_answered() -> None:
+    import io
+
+    from rich.console import Console
+
+    from fedsim.progress import RoundProgress
+
+    grid = InProcessGrid(make_app(), 3, {})
+    SHARED[:] = [RecordDict({"config": ConfigRecord({})})]
+    seen: list[tuple[int, int]] = []
+    grid.on_progress = lambda done, total: seen.append((done, total))
+    msgs = [Message(SHARED[0], dst_node_id=n, message_type=MessageType.TRAIN) for n in grid.get_node_ids()]
+    grid.send_and_receive(msgs)
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    bar = RoundProgress("run", 5, enabled=True, console=Console(file=io.StringIO(), force_terminal=True))
+    bar.update({"round": 1, "server_accuracy": 0.5})
+    bar.clients_done(1, 3)  # a round younger than CLIENTS_AFTER_S: nothing shown
+    assert bar._progress is not None and bar._progress.tasks[0].fields["info"] == "acc 0.500"
+    bar.CLIENTS_AFTER_S = 0.0
+    bar.clients_done(2, 3)
+    assert bar._progress.tasks[0].fields["info"] == "acc 0.500  clients 2/3"

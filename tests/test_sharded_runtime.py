@@ -115,8 +115,11 @@ def test_a_dead_worker_fails_only_its_clients_and_is_started_again() -> None:
             msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in nodes]
             return list(grid.send_and_receive(msgs))
 
+        seen: list[tuple[int, int]] = []
+        grid.on_progress = lambda done, total: seen.append((done, total))
         first = round_()
         assert [int(r.content["m"]["pid"]) for r in first] == list(range(6))  # push order
+        assert [t for _, t in seen] == [6, 6, 6] and [d for d, _ in seen] == [2, 4, 6]  # per worker
         assert len({int(r.content["m"]["os"]) for r in first}) == 3  # three processes
         assert set(grid.client_states()) == set(range(6))
         os.kill(grid.worker_pids()[1], signal.SIGKILL)  # holds partitions 2 and 3

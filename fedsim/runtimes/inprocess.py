@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -39,6 +39,8 @@ class LocalGrid(Grid):
         self._num_nodes = num_nodes
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
+        #: told (replies so far, messages in the batch) as a batch is answered
+        self.on_progress: Callable[[int, int], None] | None = None
         # The identity Flower gives the process that runs a ServerApp.
         TaskIdentity.task_id = 1
         TaskIdentity.run_id = run_id
@@ -131,7 +133,12 @@ class InProcessGrid(LocalGrid):
 
     def deliver(self, messages: list[Message]) -> list[Message]:
         """Each message executed now, in order."""
-        return [self.execute(msg) for msg in messages]
+        replies = []
+        for msg in messages:
+            replies.append(self.execute(msg))
+            if self.on_progress:
+                self.on_progress(len(replies), len(messages))
+        return replies
 
     def execute(self, msg: Message) -> Message:
         """The ClientApp's reply to ``msg`` (an error reply when it raises, as on a SuperNode)."""

@@ -18,6 +18,9 @@ def serve_here(request: LaunchRequest, grid: LocalGrid) -> None:
     from fedsim.server.app import run_server
 
     run_config = request.run_config()
+    for callback in request.callbacks:  # a progress bar shows the clients of a long round
+        if hasattr(callback, "clients_done"):
+            grid.on_progress = callback.clients_done
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level

@@ -202,6 +202,7 @@ class ShardedGrid(LocalGrid):
             except OSError:  # its end of the pipe is gone
                 died[index] = self._workers[index].death()
         replies: list[Message] = list(messages)  # every slot is replaced below
+        answered = 0
         for index, positions in batches.items():
             try:
                 got = [] if index in died else self._workers[index].receive()
@@ -211,6 +212,9 @@ class ShardedGrid(LocalGrid):
                 got = [_lost(messages[i], died[index]) for i in positions]
             for i, reply in zip(positions, got, strict=True):
                 replies[i] = reply
+            answered += len(positions)
+            if self.on_progress:
+                self.on_progress(answered, len(messages))
         for index in died:
             self._restart(index)
         return replies
