@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedsim.edge.codec import CODECS
 from fedsim.edge.onnx_export import export_module
 from fedsim.edge.proto import pb
 from fedsim.edge.server import ServerConfig, TailServer
 from fedsim.edge.wire import tensor_message
-from torch import nn
 
 #: payload label -> channels of a [C, 16, 16] float32 tensor (C * 1 KiB)
 SIZES = {"1 KB": 1, "10 KB": 10, "100 KB": 100, "1 MB": 1024}

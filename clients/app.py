@@ -7,11 +7,11 @@ holds and how large its data is (used for seeded sampling by partition id).
 
 from __future__ import annotations
 
-from fedsim.clients.common import ClientAlgorithm
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim.algorithms import client_of
+from fedsim.clients.common import ClientAlgorithm
 from fedsim.data.export import node_partition
 from fedsim.workspace import scenario_of
 

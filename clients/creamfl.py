@@ -20,10 +20,10 @@ at once without training.
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import ClientAlgorithm, client_env, number, reply
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
+from fedsim.clients.common import ClientAlgorithm, client_env, number, reply
 from fedsim.config import Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
 from fedsim.methods.creamfl import (

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply
 from flwr.app import Context, Message
 
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.training import evaluate, make_optimizer, train_epochs
 

@@ -21,10 +21,10 @@ client's own local test distribution. The method in full: docs/algorithms/fedlog
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, persistent_linear, reply
 from flwr.app import Context, Message
 from torch import nn
 
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, persistent_linear, reply
 from fedsim.methods.fedloge import local_logits, worker_net
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays

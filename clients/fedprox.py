@@ -7,11 +7,11 @@ global model received this round, held fixed during local training.
 from __future__ import annotations
 
 import torch
-from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
-from fedsim.clients.fedavg import evaluate_local
 from flwr.app import Context, Message
 from torch import nn
 
+from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
+from fedsim.clients.fedavg import evaluate_local
 from fedsim.methods.fedprox import MU_KEY
 from fedsim.training import cross_entropy, make_optimizer, train_epochs
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from fedsim.clients.common import ClientAlgorithm, ClientEnv, client_env, persistent_linear, reply
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
+from fedsim.clients.common import ClientAlgorithm, ClientEnv, client_env, persistent_linear, reply
 from fedsim.config import Scenario
 from fedsim.methods.pfedpg import (
     DELTA_KEY,

@@ -44,9 +44,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fedsim.edge.bench_files import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
-
 from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, ServerSpec, TimingSpec
+from fedsim.edge.bench_files import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.loader import load_bench, load_experiment
@@ -75,10 +74,9 @@ def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) ->
     if spec.timing is not None:
         return timing_model(spec.timing, seed, log)
     assert spec.train is not None
+    from fedsim.cache import cache_dir
     from fedsim.edge.onnx_export import MANIFEST_FILE, export_run
     from fedsim.edge.train import TrainProgress, start_training
-
-    from fedsim.cache import cache_dir
 
     exp = load_experiment(spec.train, spec.set)
     resolved = exp.model_dump(mode="json")
@@ -106,12 +104,12 @@ def obtain_model(spec: BenchModelSpec, seed: int, log: Callable[[str], None]) ->
 def timing_model(spec: TimingSpec, seed: int, log: Callable[[str], None]) -> Path:
     """Export an untrained ResNet, its BottleFit splits and a manifest once (cached by spec and seed)."""
     import torch
+
+    from fedsim.cache import cache_dir
     from fedsim.edge import resnet
     from fedsim.edge.bottlefit import inject_bottleneck
     from fedsim.edge.experiment import spec_data
     from fedsim.edge.onnx_export import MANIFEST_FILE, export_full, export_split
-
-    from fedsim.cache import cache_dir
 
     key = hashlib.sha256(f"{spec.model_dump_json()} seed {seed}".encode()).hexdigest()[:16]
     onnx = cache_dir() / "edge-bench" / f"timing-{spec.arch}-{key}" / "onnx"

@@ -40,9 +40,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from fedsim.edge.resnet import STAGE_NAMES, ResNet
 from torch import nn
 
+from fedsim.edge.resnet import STAGE_NAMES, ResNet
 from fedsim.errors import UserError
 
 SPLITS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")

@@ -119,6 +119,7 @@ def host_key() -> str:
 def reference_model() -> Path:
     """ResNet-18 (random weights, seed 0) exported once to ``cache_dir()/calibration``."""
     import torch
+
     from fedsim.edge.onnx_export import export_module
     from fedsim.edge.resnet import resnet18
 
@@ -150,6 +151,7 @@ def host_description() -> str:
 def _measure(model: Path, threads: int, repeats: int) -> Calibration:
     """Median onnxruntime latency of ``model`` on one seeded image after the warm-ups."""
     import onnxruntime as ort
+
     from fedsim.edge.onnx_export import ort_session
 
     session = ort_session(model, threads)

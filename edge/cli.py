@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from fedsim.edge.commands.bench import bench
 from fedsim.edge.commands.common import console
 from fedsim.edge.commands.testbed import health, serve, worker
 from fedsim.edge.commands.train import evaluate_, export, profile, train
-
 from fedsim.errors import UserError
 from fedsim.runner import KIND_RUNNERS
 

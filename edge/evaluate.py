@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedsim.edge.bottlefit import SplitClassifier
 from fedsim.edge.codec import CODECS, decode_batch, encode_batch, jpeg_nbytes, raw_nbytes
 from fedsim.edge.experiment import experiment_data, raw_uint8
-from torch import nn
-
 from fedsim.training import evaluate
 
 EVALUATE_FILE = "evaluate.json"

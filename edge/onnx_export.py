@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedsim.edge.bottlefit import SplitClassifier
 from fedsim.edge.codec import decode_batch, encode_batch
 from fedsim.edge.experiment import experiment_data
-from torch import nn
-
 from fedsim.errors import UserError
 
 ATOL = 1e-4

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import torch
+
 from fedsim.edge.resnet import ResNet
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck
-from fedsim.edge.resnet import ResNet
-from fedsim.edge.teacher import build_teacher
 
 from fedsim.config import Experiment, read_yaml
 from fedsim.data import Dataset
+from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck
+from fedsim.edge.resnet import ResNet
+from fedsim.edge.teacher import build_teacher
 from fedsim.errors import UserError
 from fedsim.loader import validate
 from fedsim.runstore import CHECKPOINT_DIR, RunFolder

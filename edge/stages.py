@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+from torch import nn
+
 from fedsim.edge.bottlefit import SplitClassifier, teacher_stages
 from fedsim.edge.experiment import Experiment
 from fedsim.edge.resnet import ResNet
-from torch import nn
-
 from fedsim.training import Stats, derive_seed, train_epochs
 
 _SALT_STAGE = 0xB0771E

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from fedsim.cache import cache_dir
+from fedsim.config import OptimizerSpec
+from fedsim.data import Dataset
 from fedsim.edge.experiment import Experiment
 from fedsim.edge.resnet import (
     ResNet,
@@ -27,10 +31,6 @@ from fedsim.edge.resnet import (
     resnet152,
     small_resnet,
 )
-
-from fedsim.cache import cache_dir
-from fedsim.config import OptimizerSpec
-from fedsim.data import Dataset
 from fedsim.errors import UserError
 from fedsim.training import Stats, derive_seed, make_optimizer, train_epochs
 

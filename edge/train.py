@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from fedsim.config import Experiment
+from fedsim.data import Dataset
 from fedsim.edge.bottlefit import SplitClassifier
 from fedsim.edge.evaluate import split_accuracy
 from fedsim.edge.experiment import experiment_data
@@ -37,9 +40,6 @@ from fedsim.edge.runfolder import (
 from fedsim.edge.stages import Stage, TeacherOutputs, run_stage, setup_stage
 from fedsim.edge.teacher import TeacherInfo, build_teacher, obtain_teacher, save_atomic
 from fedsim.edge.train_progress import TrainProgress
-
-from fedsim.config import Experiment
-from fedsim.data import Dataset
 from fedsim.loader import load_experiment
 from fedsim.runstore import new_run_dir
 from fedsim.training import Stats, evaluate

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+
 from fedsim.edge.codec import CODECS, Encoded
 from fedsim.edge.proto import pb
 

@@ -6,10 +6,10 @@ import ast
 from pathlib import Path
 
 import pytest
-from fedsim.clients.common import ClientAlgorithm
 from pydantic import BaseModel
 
 from fedsim.algorithms import ALGORITHMS, Algorithm, Command, commands
+from fedsim.clients.common import ClientAlgorithm
 
 ROOT = Path(__file__).parents[1]
 NAMES = {

@@ -101,10 +101,9 @@ class _EvaluationCrash(Exception):
 def _register_failing_algorithms() -> None:
     """``test_crash_eval``: the server's evaluation raises after round 1 (a bug in fedsim);
     ``test_crash_clients``: every client's training raises (the run cannot go on)."""
+    from fedsim.algorithms import ALGORITHMS, Algorithm, register
     from fedsim.clients.common import ClientAlgorithm
     from fedsim.clients.fedavg import evaluate_local, train
-
-    from fedsim.algorithms import ALGORITHMS, Algorithm, register
     from fedsim.config import NoParams
     from fedsim.strategies.fedavg import FedAvg
 

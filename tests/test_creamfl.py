@@ -120,9 +120,8 @@ def test_creamfl_needs_shapes_and_the_multimodal_model(write_scenario) -> None:
 
 
 def run_round(sc, server_round: int = 1):
-    from fedsim.clients.app import app
-
     from fedsim.algorithms import build_strategy
+    from fedsim.clients.app import app
     from fedsim.runtimes.inprocess import NODE_ID_OFFSET, InProcessGrid
     from fedsim.strategies.base import NodeInfo
 
@@ -144,7 +143,6 @@ def weight_shapes(arrays: ArrayRecord, state: dict) -> set[tuple[int, ...]]:
 
 def test_messages_carry_representations_only(write_scenario) -> None:
     from fedsim.clients.creamfl import MODEL_KEY
-
     from fedsim.loader import load_scenario
     from fedsim.records import array_view, record_nbytes
 
@@ -353,7 +351,6 @@ def test_server_warmup_rounds_run_as_the_public_only_baseline(write_scenario) ->
 
 def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
     from fedsim.clients.creamfl import MODEL_KEY, private_epochs
-
     from fedsim.loader import load_scenario
     from fedsim.methods.creamfl import params_of
     from fedsim.records import arrays_to_numpy

@@ -77,7 +77,6 @@ def _context(scenario, node_config: dict) -> Context:
 
 def test_client_app_trains_on_its_partition_file(tmp_path: Path, scenario, server_identity) -> None:
     from fedsim.clients.app import app
-
     from fedsim.records import model_to_arrays
     from fedsim.workspace import new_model
 

@@ -87,9 +87,8 @@ def fedloge_scenario(write_scenario, **extra):
 
 
 def test_local_head_never_leaves_the_client_and_ssec_is_frozen(write_scenario) -> None:
-    from fedsim.clients.app import app
-
     from fedsim.algorithms import build_strategy
+    from fedsim.clients.app import app
     from fedsim.loader import load_scenario
     from fedsim.methods.fedloge import params_of, worker_net
     from fedsim.records import array_view
@@ -203,10 +202,9 @@ def test_ssec_keeps_a_frozen_random_bias_unless_asked_not_to(write_scenario) -> 
 
 def test_local_evaluation_on_the_authors_terms(write_scenario) -> None:
     """Masked by the classes of the client's local test set; phi + psi, and realigned beside."""
+    from fedsim.algorithms import build_strategy
     from fedsim.clients.app import app
     from fedsim.clients.fedloge import local_head
-
-    from fedsim.algorithms import build_strategy
     from fedsim.loader import load_scenario
     from fedsim.methods.fedloge import build_net
     from fedsim.metrics import local_class_groups, mask_absent

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fedsim.clients.fedprox import proximal_loss
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsim.algorithms import build_strategy
+from fedsim.clients.fedprox import proximal_loss
 from fedsim.config import Scenario
 from fedsim.records import array_view, load_arrays, model_to_arrays, record_nbytes, to_array, weighted_average
 from fedsim.strategies.base import NodeInfo, aggregate_evaluation, aggregate_metrics

@@ -94,7 +94,6 @@ def test_every_shipped_file_validates_against_the_schema_of_its_kind() -> None:
     """Every YAML under scenarios/: FL scenarios, BottleFit experiments and edge benches."""
     import fedsim.edge.cli  # noqa: F401  registers the edge kinds, as the fedsim command line does
     from fedsim.edge.bench import configurations
-
     from fedsim.loader import load_bench, load_experiment, read_file, validate_file
 
     files = sorted(Path(__file__).parents[1].glob("scenarios/**/*.yaml"))

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from fedsim.edge.commands.common import SetOption, console
 from rich.table import Table
 
+from fedsim.edge.commands.common import SetOption, console
 from fedsim.loader import require_kind
 
 
@@ -19,7 +19,6 @@ def bench(
 ) -> None:
     """Local vs offloading vs split computing for every mode x device x network x C; writes a run folder."""
     from fedsim.edge.bench import BOTTLEFIT_REPORTED, run_bench
-
     from fedsim.runner import write_report_safely
 
     def log(line: str) -> None:

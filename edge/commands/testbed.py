@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from fedsim.edge.commands.common import console, existing, read_token
 from rich.table import Table
 
 from fedsim.config import WORKER
+from fedsim.edge.commands.common import console, existing, read_token
 from fedsim.errors import UserError
 
 
@@ -149,8 +149,9 @@ def worker(
     token_file: Annotated[Path | None, typer.Option(help="File holding the server's bearer token.")] = None,
 ) -> None:
     """Run inference requests against a tail server (or locally) and measure every stage."""
-    from fedsim.edge.worker import Worker, WorkerConfig
     from rich.progress import Progress
+
+    from fedsim.edge.worker import Worker, WorkerConfig
 
     config = WorkerConfig(
         mode=mode.value,
@@ -192,8 +193,9 @@ def health(
 ) -> None:
     """Ask the server's standard gRPC health service; exit 0 when it is SERVING."""
     import grpc
-    from fedsim.edge.proto import SERVICE
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from fedsim.edge.proto import SERVICE
 
     if tls_ca is not None:
         existing(tls_ca, "--tls-ca", "a CA certificate")

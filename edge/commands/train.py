@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from fedsim.edge.commands.common import SetOption, ThreadsOption, console, set_threads
 from rich.table import Table
 
+from fedsim.edge.commands.common import SetOption, ThreadsOption, console, set_threads
 from fedsim.errors import UserError
 from fedsim.loader import require_kind
 

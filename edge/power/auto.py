@@ -15,7 +15,6 @@ from fedsim.edge.power.jtop import JtopMeter
 from fedsim.edge.power.model import ModelMeter
 from fedsim.edge.power.nvml import NvmlMeter
 from fedsim.edge.power.rapl import RaplMeter
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES, DeviceProfile
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from fedsim.edge.power.base import Meter, one_line, registered
 
+from fedsim.edge.power.base import Meter, one_line, registered
 from fedsim.errors import UserError
 from fedsim.system.profiles import DeviceProfile
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim.edge.power.base import FALLBACK, Meter, one_line, registered
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DeviceProfile
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.edge.power.base import FALLBACK, Meter, one_line, registered
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DeviceProfile
 

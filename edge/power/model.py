@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from fedsim.edge.power.base import Meter, fmt_num, registered
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DeviceProfile
 

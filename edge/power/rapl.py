@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsim.edge.power.base import FALLBACK, Meter, registered
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DeviceProfile
 

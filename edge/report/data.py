@@ -20,7 +20,6 @@ from fedsim.edge.bench_files import (
     TRACE_FILE,
     WORKERS_DIR,
 )
-
 from fedsim.report.data import RunData, RunKind, percentiles, read_json, register_kind
 from fedsim.runstore import RunFolder
 

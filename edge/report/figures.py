@@ -6,12 +6,12 @@ fixed, lighter :data:`STAGE_COLOURS`.
 
 from __future__ import annotations
 
-from fedsim.edge.bench_files import BENCH_STAGES
-from fedsim.edge.report.data import BenchRun, BenchWorker, EdgeRun
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from fedsim.edge.bench_files import BENCH_STAGES
+from fedsim.edge.report.data import BenchRun, BenchWorker, EdgeRun
 from fedsim.report.data import RunData
 from fedsim.report.figures import (
     DPI,

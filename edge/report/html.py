@@ -6,7 +6,6 @@ from typing import Any
 
 from fedsim.edge.bench_files import BENCH_STAGES, COMPARISON_FILE, REQUESTS_FILE, WORKERS_DIR
 from fedsim.edge.report.data import BenchRun, EdgeRun
-
 from fedsim.report.html import VIEWS, View, grid, num, pct, status_note
 
 

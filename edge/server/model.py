@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fedsim.edge.onnx_export import MANIFEST_FILE, export_run, ort_session
 
+from fedsim.edge.onnx_export import MANIFEST_FILE, export_run, ort_session
 from fedsim.errors import UserError
 
 

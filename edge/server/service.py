@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from fedsim.edge.codec import CODECS
 from fedsim.edge.proto import pb, rpc
 from fedsim.edge.server.config import ServerConfig

@@ -7,14 +7,14 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from fedsim.edge.calibrate import calibrate, time_scale
 from fedsim.edge.proto import SERVICE, rpc
 from fedsim.edge.server.config import ServerConfig
 from fedsim.edge.server.model import ServedModel, resolve_model_dir
 from fedsim.edge.server.service import EdgeService, TokenInterceptor
 from fedsim.edge.wire import grpc_options
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES
 

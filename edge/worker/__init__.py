@@ -41,7 +41,6 @@ from fedsim.edge.worker.connection import RETRYABLE, Connection, send
 from fedsim.edge.worker.loop import STATUS_NAMES, TRACED_REQUESTS, Clock, Worker
 from fedsim.edge.worker.served import Served, camera_images, from_folder, from_server
 from fedsim.edge.worker.summary import ENERGY_STAGES, STAGES, power_trace, summarise
-
 from fedsim.runstore import SUMMARY_FILE
 
 __all__ = [

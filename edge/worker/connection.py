@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from fedsim.edge.power import Meter
 from fedsim.edge.proto import SERVICE, pb
 from fedsim.edge.shaper import Shaper
 from fedsim.edge.wire import grpc_options
 from fedsim.edge.worker.config import WorkerConfig
-
 from fedsim.errors import UserError
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from fedsim.edge.bench_files import REQUESTS_FILE, TRACE_FILE
 from fedsim.edge.power import make_meter
 from fedsim.edge.proto import pb
@@ -25,7 +26,6 @@ from fedsim.edge.worker.config import MODES, WorkerConfig
 from fedsim.edge.worker.connection import Connection, send
 from fedsim.edge.worker.served import camera_images, from_folder, from_server
 from fedsim.edge.worker.summary import ENERGY_STAGES, STAGES, power_trace, summarise
-
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.runstore import SUMMARY_FILE
@@ -57,7 +57,6 @@ class Worker:
 
     def __init__(self, config: WorkerConfig, progress: Callable[[int, int], None] | None = None) -> None:
         from fedsim.edge.calibrate import calibrate, time_scale
-
         from fedsim.system.profiles import DEVICES
 
         if config.mode not in MODES:
@@ -141,6 +140,7 @@ class Worker:
         else:
             if cfg.mode == "split":
                 import torch
+
                 from fedsim.edge.codec import CODECS
 
                 x = clock.stage("preprocess", lambda: preprocess(raw, self.mean, self.std))

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from fedsim.edge.proto import pb
 from fedsim.edge.worker.connection import Connection
-
 from fedsim.errors import UserError
 
 
@@ -73,9 +73,8 @@ def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels:
 
 def camera_images(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The test set as the device's camera would give it: uint8 ``[N, H, W, C]`` and labels."""
-    from fedsim.edge.experiment import raw_uint8, spec_data
-
     from fedsim.config import ImageDataSpec
+    from fedsim.edge.experiment import raw_uint8, spec_data
 
     spec = dict(manifest.get("data") or {})
     if not spec:

@@ -11,7 +11,6 @@ from fedsim.edge.bench_files import BENCH_STAGES
 from fedsim.edge.power import Meter
 from fedsim.edge.shaper import Shaper
 from fedsim.edge.worker.config import WorkerConfig
-
 from fedsim.report.data import percentiles
 
 #: Stage durations (ms) in each row; the ``server_*`` and ``tail`` ones come from the reply.

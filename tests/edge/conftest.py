@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fedsim.edge.train import TrainProgress, start_training
 from rich.console import Console
+
+from fedsim.edge.train import TrainProgress, start_training
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fedsim.edge.bottlefit import BottleneckError, SplitClassifier, inject_bottleneck, teacher_stages
-from fedsim.edge.resnet import resnet18, resnet50, resnet152, small_resnet
 from torch import nn
 
+from fedsim.edge.bottlefit import BottleneckError, SplitClassifier, inject_bottleneck, teacher_stages
+from fedsim.edge.resnet import resnet18, resnet50, resnet152, small_resnet
 from fedsim.errors import UserError
 
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
-from fedsim.edge.calibrate import Calibration, calibrate, device_ref_ms, host_key, time_scale
 
 from fedsim.cache import cache_dir
+from fedsim.edge.calibrate import Calibration, calibrate, device_ref_ms, host_key, time_scale
 from fedsim.system.profiles import DEVICES
 
 

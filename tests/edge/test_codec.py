@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
 from fedsim.edge.codec import (
     CODECS,
     Encoded,
@@ -14,9 +18,6 @@ from fedsim.edge.codec import (
     quant8_params,
     raw_nbytes,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 quant8 = CODECS.get("quant8")
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from fedsim.edge import stages
-from fedsim.edge.train import TrainProgress, resume_training, start_training
 from rich.console import Console
 
+from fedsim.edge import stages
+from fedsim.edge.train import TrainProgress, resume_training, start_training
 from tests.helpers import cli, only_run, rows
 
 TINY: dict[str, Any] = {
@@ -185,8 +185,9 @@ def test_profile_prints_the_split_points() -> None:
 
 
 def test_flops_count_conv_and_linear_macs_twice() -> None:
-    from fedsim.edge.evaluate import count_flops, size_of
     from torch import nn
+
+    from fedsim.edge.evaluate import count_flops, size_of
 
     model = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fedsim.edge.experiment import experiment_data, raw_uint8
 
 from fedsim.config import Experiment
+from fedsim.edge.experiment import experiment_data, raw_uint8
 from fedsim.errors import ConfigError
 from fedsim.loader import load_experiment
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from torch import nn
+
 from fedsim.edge.bottlefit import inject_bottleneck
 from fedsim.edge.experiment import experiment_data
 from fedsim.edge.onnx_export import ATOL, OrtModel, check_parity, export_run, export_split
 from fedsim.edge.resnet import small_resnet
-from torch import nn
-
 from fedsim.loader import load_experiment
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedsim.edge.power import (
     METERS,
     CsvMeter,
@@ -26,7 +27,6 @@ from fedsim.edge.power import (
     rapl,
     read_power_csv,
 )
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES, DeviceProfile
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from fedsim.edge.profile import profile_split_points
 from fedsim.edge.resnet import resnet18, small_resnet
 

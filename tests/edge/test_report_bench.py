@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fedsim.edge.bench_files import BENCH_STAGES
 from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
 from fedsim.cli import app
+from fedsim.edge.bench_files import BENCH_STAGES
 from fedsim.report import write_report
 from fedsim.report.data import load_run
 from fedsim.report.figures import FIGURES, colour

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fedsim.edge.resnet import load_torchvision_checkpoint, resnet18, resnet50, resnet152, small_resnet
 
+from fedsim.edge.resnet import load_torchvision_checkpoint, resnet18, resnet50, resnet152, small_resnet
 from fedsim.errors import UserError
 
 # torchvision.models.resnet18().named_parameters(), written out by hand.

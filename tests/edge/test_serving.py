@@ -13,6 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from fedsim.edge.codec import CODECS, Encoded
 from fedsim.edge.onnx_export import ort_session
 from fedsim.edge.proto import SERVICE, pb, rpc
@@ -27,8 +29,6 @@ from fedsim.edge.worker import (
     WorkerConfig,
     camera_images,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import DEVICES
 from fedsim.tls import generate_certificates

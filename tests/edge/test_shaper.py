@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
+
 from fedsim.edge.shaper import (
     Shaper,
     netns_unavailable,
@@ -16,7 +17,6 @@ from fedsim.edge.shaper import (
     run_in_netns,
     tc_tbf_commands,
 )
-
 from fedsim.errors import UserError
 from fedsim.system.profiles import NETWORKS
 

@@ -6,14 +6,14 @@ import copy
 
 import pytest
 import torch
-from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck, teacher_stages
-from fedsim.edge.resnet import small_resnet
-from fedsim.edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_stage
-from fedsim.edge.teacher import obtain_teacher, teacher_key
 from torch import nn
 
 from fedsim.config import Experiment
 from fedsim.data import make_dataset
+from fedsim.edge.bottlefit import SplitClassifier, inject_bottleneck, teacher_stages
+from fedsim.edge.resnet import small_resnet
+from fedsim.edge.stages import TeacherOutputs, ghnd_loss, kd_loss, run_epoch, setup_stage
+from fedsim.edge.teacher import obtain_teacher, teacher_key
 
 EXP = Experiment.model_validate(
     {

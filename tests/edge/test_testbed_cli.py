@@ -142,7 +142,6 @@ def test_bench_writes_every_configuration_and_the_comparison(tiny_onnx: Path, tm
 
 def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None:
     from fedsim.edge.bench import configurations
-
     from fedsim.errors import UserError
     from fedsim.loader import load_bench
 
@@ -166,10 +165,9 @@ def test_bench_file_errors_name_the_key(tiny_onnx: Path, tmp_path: Path) -> None
 
 
 def test_timing_model_is_exported_once_and_served(tmp_path: Path) -> None:
+    from fedsim.config import TimingSpec
     from fedsim.edge.bench import timing_model
     from fedsim.edge.server import ServedModel
-
-    from fedsim.config import TimingSpec
 
     spec = TimingSpec(arch="resnet18", image_size=64, channels=[2], test_images=10)
     lines: list[str] = []
