@@ -17,7 +17,7 @@ from fedsim.loader import load_scenario
 from fedsim.runner import resume_run, start_run
 from fedsim.runtimes.sharded import ShardedGrid, shard_of
 from fedsim.server.rounds import PHASES
-from tests.helpers import cli, rows
+from tests.helpers import rows
 from tests.test_system_rounds import HETERO, mlp_scenario
 
 QUIET = Console(quiet=True)
@@ -67,12 +67,7 @@ def test_any_number_of_workers_gives_the_single_process_results(write_scenario, 
     resume_run(part, None, None, False, False, QUIET)
     assert outputs(part) == one
     assert not multiprocessing.active_children()  # every worker stopped with its run
-    if name == "fedavg":  # the same workers as Ray actors, on a private local Ray instance
-        ray = ["--set", "runtime.name=ray", "--set", "runtime.engine=fedsim", "--set", "runtime.workers=2"]
-        res = cli("run", str(path), *ray, "--set", f"output.dir={path.parent / 'ray'}", "-q")
-        assert res.returncode == 0, res.stderr
-        (folder,) = (path.parent / "ray").iterdir()
-        assert outputs(folder) == one
+    # the same workers as Ray actors: tests/test_ray_cluster.py (a two-node cluster)
 
 
 def test_workers_belong_to_the_inprocess_runtime(write_scenario) -> None:

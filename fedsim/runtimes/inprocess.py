@@ -74,6 +74,10 @@ class LocalGrid(Grid):
         """Every node (all are always connected)."""
         return [pid + NODE_ID_OFFSET for pid in range(self._num_nodes)]
 
+    def partition_nodes(self) -> dict[int, int]:
+        """Partition id -> node id: the server knows the layout without asking the nodes."""
+        return {pid: pid + NODE_ID_OFFSET for pid in range(self._num_nodes)}
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Execute the messages now; keep their replies until pulled."""
         batch = list(messages)

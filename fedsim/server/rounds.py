@@ -25,6 +25,7 @@ from fedsim.errors import RunFailed
 from fedsim.records import record_nbytes
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
 from fedsim.system.clock import SystemModel
+from fedsim.workspace import federated_data
 
 #: How long to wait for every node to answer the discovery query (real devices join late).
 DISCOVERY_TIMEOUT_S = 600.0
@@ -55,7 +56,16 @@ class SupportsClientState(Protocol):
 
 
 def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_S) -> list[NodeInfo]:
-    """Ask every node for its partition id and data sizes (waits for all to connect)."""
+    """Every node's partition id and data sizes: read from the scenario's partition map when
+    the grid's nodes are its partitions (fedsim's own grids), else asked of every node
+    (waiting for all to connect)."""
+    layout = getattr(grid, "partition_nodes", None)
+    if layout is not None:  # no client is built or called: start-up grows with the map only
+        fed = federated_data(scenario)
+        return [
+            NodeInfo(node, pid, len(fed.train_indices[pid]), len(fed.test_indices[pid]))
+            for pid, node in sorted(layout().items())
+        ]
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < scenario.clients.num:
         if time.monotonic() > deadline:
