@@ -1,5 +1,5 @@
 """The system model: device and network profiles, availability, virtual clock, energy.
 
-See DESIGN.md, "The system model". Absent from a scenario (no ``system:`` section),
+See docs/system.md. Absent from a scenario (no ``system:`` section),
 none of it runs.
 """
