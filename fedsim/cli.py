@@ -303,7 +303,8 @@ def report(
 ) -> None:
     """(Re)build RUN/report.html and RUN/figures/ from a run (or sweep) folder."""
     from fedsim.report import write_report
-    from fedsim.sweep import REPORT_FILE, Sweep, is_sweep, write_results
+    from fedsim.report.html import REPORT_FILE
+    from fedsim.sweep import Sweep, is_sweep, write_results
 
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder; expected a folder written by 'fedsim run'")

@@ -40,7 +40,6 @@ SWEEP_FILE = "sweep.json"
 CELLS_DIR = "cells"
 TABLE_FILE = "table.md"
 SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
 
 
 def is_sweep(path: Path) -> bool:

@@ -215,17 +215,17 @@ class ShardedGrid(LocalGrid):
             answered += len(positions)
             if self.on_progress:
                 self.on_progress(answered, len(messages))
-        for index in died:
-            self._restart(index)
+        for index, why in died.items():
+            self._restart(index, why)
         return replies
 
-    def _restart(self, index: int) -> None:
+    def _restart(self, index: int, why: str) -> None:
         """A fresh worker for the shard of a dead one (its clients' state starts empty)."""
         old = self._workers[index]
         old.close()
         self._workers[index] = self._start(index, old.shard, self._setup)
         self.restarts += 1
-        logger.warning("%s; started again", old.death())
+        logger.warning("%s; started again", why)
 
     @property
     def num_workers(self) -> int:
@@ -244,7 +244,8 @@ class ShardedGrid(LocalGrid):
     def restore_client_states(self, states: dict[int, RecordDict]) -> None:
         """Hand each worker the saved states of its partitions."""
         for w in self._workers.values():
-            w.send("restore", {pid: s for pid, s in states.items() if pid in set(w.shard)})
+            shard = set(w.shard)
+            w.send("restore", {pid: s for pid, s in states.items() if pid in shard})
         for w in self._workers.values():
             w.receive()
 
