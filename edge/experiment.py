@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fedsim.config import Experiment, ImageDataSpec
-from fedsim.data import Dataset, load_dataset
+from fedsim.data import Dataset, Images, load_dataset
 
 
 def experiment_data(exp: Experiment) -> Dataset:
@@ -36,7 +36,9 @@ def spec_data(spec: ImageDataSpec, seed: int) -> Dataset:
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
         ).contiguous()
 
-    return dataclasses.replace(data, x_train=resize(data.x_train), x_test=resize(data.x_test))
+    return dataclasses.replace(
+        data, train=Images.normalised(resize(data.x_train)), test=Images.normalised(resize(data.x_test))
+    )
 
 
 def raw_uint8(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -51,10 +51,7 @@ class ClientData:
 
 def _client_data(text: str, partition_id: int) -> ClientData:
     fed = federated_data(scenario_of(text))
-    ds = fed.dataset
-    tr = torch.tensor(fed.train_indices[partition_id], dtype=torch.long)
-    te = torch.tensor(fed.test_indices[partition_id], dtype=torch.long)
-    return ClientData(ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te])
+    return ClientData(*fed.client_train(partition_id), *fed.client_test(partition_id))
 
 
 def client_data(scenario: Scenario, partition_id: int) -> ClientData:

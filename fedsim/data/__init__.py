@@ -5,7 +5,7 @@ Nothing in this package downloads anything: ``digits`` ships with scikit-learn,
 """
 
 from fedsim.data import domains  # noqa: F401  registers the 'domains' partitioner
-from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
+from fedsim.data.base import Dataset, Images, derive_rng, make_dataset, stratified_split
 from fedsim.data.datasets import (
     DATASETS,
     CifarParams,
@@ -38,6 +38,7 @@ __all__ = [
     "DirichletParams",
     "FederatedData",
     "ImageFolderParams",
+    "Images",
     "PairedData",
     "PairedSet",
     "PrivateSet",

@@ -18,10 +18,25 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from fedsim.config import Params
-from fedsim.data.base import Dataset, derive_rng, make_dataset, stratified_split
+from fedsim.data.base import (
+    Dataset,
+    channel_stats,
+    dataset_from_raw,
+    derive_rng,
+    make_dataset,
+    stratified_split,
+)
 from fedsim.data.cifar import read_cifar10, read_cifar100
 from fedsim.data.imagefolder import read_imagefolder
-from fedsim.data.shapes import SHAPES, generate_shapes
+from fedsim.data.shapes import (
+    SHAPES,
+    attributes_from_columns,
+    attributes_of,
+    draw_attributes,
+    generate_shapes,
+    shape_chunks,
+)
+from fedsim.data.store import RowFile, read_meta, row_reader, stored, write_meta, write_rows
 from fedsim.memo import Memo, memo
 from fedsim.registry import Registry
 
@@ -77,16 +92,51 @@ def load_digits(options: DigitsParams, seed: int) -> Dataset:
 
 @DATASETS.register("shapes", ShapesParams, "procedural RGB shapes, 10 classes, any size")
 def load_shapes(options: ShapesParams, seed: int) -> Dataset:
-    """Generate the ``shapes`` dataset; a deterministic function of options and seed."""
+    """Generate the ``shapes`` dataset, a deterministic function of options and seed.
+
+    Generated once into fedsim's cache folder (rasterised in parallel when large) and
+    memory-mapped from there; kept in memory where the cache folder cannot be written.
+    """
+    key = {"options": options.model_dump(mode="json"), "seed": seed}
+    folder = stored("shapes", key, lambda tmp: _write_shapes(tmp, options, seed))
+    if folder is None:
+        x_tr, y_tr, a_tr = generate_shapes(options.num_train, options.image_size, _shapes_rng(seed, "train"))
+        x_te, y_te, a_te = generate_shapes(options.num_test, options.image_size, _shapes_rng(seed, "test"))
+        return make_dataset("shapes", x_tr, y_tr, x_te, y_te, SHAPES, a_tr, a_te)
+    raw = tuple(RowFile(folder / f"x_{s}.npy") for s in _SPLITS)
+    labels = tuple(np.load(folder / f"y_{s}.npy") for s in _SPLITS)
+    attrs = tuple(attributes_from_columns(np.load(folder / f"attributes_{s}.npz")) for s in _SPLITS)
+    meta = read_meta(folder)
+    return dataset_from_raw("shapes", raw, labels, SHAPES, (meta["mean"], meta["std"]), 1.0, attrs)  # type: ignore[arg-type]  # 2-tuples by construction
+
+
+_SPLITS = ("train", "test")
+
+
+def _shapes_rng(seed: int, split: str) -> np.random.Generator:
+    return derive_rng(seed, _SALT_SHAPES_TRAIN if split == "train" else _SALT_SHAPES_TEST)
+
+
+def _write_shapes(folder: Path, options: ShapesParams, seed: int) -> None:
+    """Write both splits of ``shapes`` into ``folder`` chunk by chunk, then their statistics."""
     size = options.image_size
-    x_tr, y_tr, a_tr = generate_shapes(options.num_train, size, derive_rng(seed, _SALT_SHAPES_TRAIN))
-    x_te, y_te, a_te = generate_shapes(options.num_test, size, derive_rng(seed, _SALT_SHAPES_TEST))
-    return make_dataset("shapes", x_tr, y_tr, x_te, y_te, SHAPES, a_tr, a_te)
+    sizes = {"train": options.num_train, "test": options.num_test}
+    for split in _SPLITS:
+        rng = _shapes_rng(seed, split)
+        a = draw_attributes(sizes[split], size, rng)
+        shape = (sizes[split], 3, size, size)
+        write_rows(folder / f"x_{split}.npy", shape, np.dtype(np.float32), shape_chunks(a, size, rng))
+        np.save(folder / f"y_{split}.npy", a["label"].astype(np.int64))
+        columns = attributes_of(a).columns
+        np.savez(folder / f"attributes_{split}.npz", **columns)  # type: ignore[arg-type]  # arrays by name
+    train_shape = (sizes["train"], 3, size, size)
+    mean, std = channel_stats(row_reader(folder / "x_train.npy"), train_shape, 1.0)
+    write_meta(folder, {"mean": mean.tolist(), "std": std.tolist()})
 
 
 def _from_uint8(name: str, parts: tuple) -> Dataset:
     x_tr, y_tr, x_te, y_te, names = parts
-    return make_dataset(name, x_tr / np.float32(255), y_tr, x_te / np.float32(255), y_te, names)
+    return make_dataset(name, x_tr, y_tr, x_te, y_te, names, divisor=255.0)
 
 
 @DATASETS.register("cifar10", CifarParams, "CIFAR-10 python batches from a local folder")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from fedsim.data.base import Dataset, derive_rng
 from fedsim.data.datasets import DATASETS, load_dataset
 from fedsim.data.partition import PARTITIONERS, local_test_indices, long_tail_indices
+from fedsim.data.store import stored, write_meta
 from fedsim.errors import UserError
 from fedsim.memo import Memo, memo
 
@@ -23,28 +26,64 @@ SALT_PARTITION = 0x9A27
 SALT_LOCAL_TEST = 0x7E57
 
 
+class Ragged(Sequence[np.ndarray]):
+    """K read-only int64 index arrays kept as one flat array and K + 1 offsets.
+
+    Item ``k`` is a view ``flat[offsets[k]:offsets[k + 1]]``: a hundred thousand clients
+    cost two arrays, not a hundred thousand objects.
+    """
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.flat, self.offsets = _frozen(flat), _frozen(offsets)
+
+    @classmethod
+    def of(cls, parts: Sequence[np.ndarray]) -> Ragged:
+        """The ragged array of ``parts``."""
+        sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        flat = np.concatenate(parts) if len(parts) else np.zeros(0, np.int64)
+        return cls(flat, np.concatenate([[0], np.cumsum(sizes)]))
+
+    def sizes(self) -> np.ndarray:
+        """int64 ``[K]``: the length of each item."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k):  # int -> array, slice -> list of arrays
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"index {k} out of range for {len(self)} items")
+        k = k % len(self)
+        return self.flat[self.offsets[k] : self.offsets[k + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[k] for k in range(len(self)))
+
+
 @dataclass(frozen=True, eq=False)
 class FederatedData:
     """A dataset and its split over K clients.
 
-    Index arrays are read-only numpy arrays; builders cache and share this object.
+    Index arrays are read-only; builders cache and share this object.
 
     Attributes
     ----------
     dataset : Dataset
         The full dataset (the long tail, if any, is a subset of its train split).
-    train_indices : list of np.ndarray
-        Per client, sorted indices into ``dataset.x_train``; disjoint.
-    test_indices : list of np.ndarray
-        Per client, sorted indices into ``dataset.x_test`` (the local test set, which
+    train_indices : Ragged
+        Per client, sorted indices into the train split; disjoint.
+    test_indices : Ragged
+        Per client, sorted indices into the test split (the local test set, which
         mirrors the client's training distribution; clients may share samples).
     train_class_counts : np.ndarray
         int64 ``[K, C]``: training samples of each class held by each client.
     """
 
     dataset: Dataset
-    train_indices: list[np.ndarray]
-    test_indices: list[np.ndarray]
+    train_indices: Ragged
+    test_indices: Ragged
     train_class_counts: np.ndarray
 
     @property
@@ -58,18 +97,18 @@ class FederatedData:
         return self.train_class_counts.sum(axis=0)
 
     def client_train(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels of client ``k``'s training set."""
-        idx = torch.from_numpy(self.train_indices[k].copy())
-        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+        """Images and labels of client ``k``'s training set (normalised; only its rows are read)."""
+        idx = np.asarray(self.train_indices[k])
+        return self.dataset.train.rows(idx), self.dataset.y_train[torch.from_numpy(idx.copy())]
 
     def client_test(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels of client ``k``'s local test set."""
-        idx = torch.from_numpy(self.test_indices[k].copy())
-        return self.dataset.x_test[idx], self.dataset.y_test[idx]
+        idx = np.asarray(self.test_indices[k])
+        return self.dataset.test.rows(idx), self.dataset.y_test[torch.from_numpy(idx.copy())]
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.int64)
+    a = np.array(a, dtype=np.int64) if a.flags.writeable else a
     a.flags.writeable = False
     return a
 
@@ -150,7 +189,53 @@ def _build(
     seed: int,
     imbalance_factor: float | None,
 ) -> FederatedData:
+    """The split, computed once per machine and stored (every worker maps the same files)."""
     data = load_dataset(dataset, json.loads(options_json), seed)
+    labels = hashlib.sha256(data.y_train.numpy().tobytes() + data.y_test.numpy().tobytes()).hexdigest()
+    key = {
+        "dataset": dataset,
+        "options": options_json,
+        "labels": labels,
+        "partition": partition,
+        "params": params_json,
+        "clients": num_clients,
+        "seed": seed,
+        "imbalance_factor": imbalance_factor,
+    }
+    args = (data, partition, params_json, num_clients, seed, imbalance_factor)
+    folder = stored("split", key, lambda tmp: _write_split(tmp, *_split(*args)))
+    if folder is None:
+        return FederatedData(data, *_split(*args))
+    train, test = (
+        Ragged(np.load(folder / f"{s}_flat.npy"), np.load(folder / f"{s}_offsets.npy")) for s in _SETS
+    )
+    return FederatedData(data, train, test, _frozen(np.load(folder / "counts.npy")))
+
+
+_SETS = ("train", "test")
+
+
+def _read_ragged(folder: Path, name: str) -> Ragged:
+    return Ragged(np.load(folder / f"{name}_flat.npy"), np.load(folder / f"{name}_offsets.npy"))
+
+
+def _write_split(folder: Path, train: Ragged, test: Ragged, counts: np.ndarray) -> None:
+    for name, ragged in zip(_SETS, (train, test), strict=True):
+        np.save(folder / f"{name}_flat.npy", ragged.flat)
+        np.save(folder / f"{name}_offsets.npy", ragged.offsets)
+    np.save(folder / "counts.npy", counts)
+    write_meta(folder, {"clients": len(train)})
+
+
+def _split(
+    data: Dataset,
+    partition: str,
+    params_json: str,
+    num_clients: int,
+    seed: int,
+    imbalance_factor: float | None,
+) -> tuple[Ragged, Ragged, np.ndarray]:
+    """Long tail, partition and local test sets: (train indices, test indices, class counts)."""
     y_train = data.y_train.numpy()
     pool = np.arange(len(y_train))
     if imbalance_factor is not None:
@@ -167,7 +252,6 @@ def _build(
     params = entry.params.model_validate_json(params_json)
     labels = y_train[pool]
     local = entry.obj(labels, num_clients, params, derive_rng(seed, SALT_PARTITION))
-    train = [pool[idx] for idx in local]
     test = local_test_indices(
         [labels[idx] for idx in local],
         len(pool),
@@ -175,13 +259,12 @@ def _build(
         data.num_classes,
         derive_rng(seed, SALT_LOCAL_TEST),
     )
-    counts = np.stack([np.bincount(labels[idx], minlength=data.num_classes) for idx in local])
-    return FederatedData(
-        dataset=data,
-        train_indices=[_frozen(t) for t in train],
-        test_indices=[_frozen(t) for t in test],
-        train_class_counts=_frozen(counts),
-    )
+    sizes = np.fromiter((len(idx) for idx in local), dtype=np.int64, count=len(local))
+    owner = np.repeat(np.arange(num_clients), sizes)
+    flat_labels = labels[np.concatenate(local)] if len(local) else np.zeros(0, np.int64)
+    counts = np.bincount(owner * data.num_classes + flat_labels, minlength=num_clients * data.num_classes)
+    train = Ragged.of([pool[idx] for idx in local])
+    return train, Ragged.of(test), counts.reshape(num_clients, data.num_classes).astype(np.int64)
 
 
 def clear_federated_cache() -> None:

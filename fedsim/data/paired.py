@@ -153,7 +153,7 @@ def build_paired(
     public_images = (torch.from_numpy(raw) - mean) / std
     rng = derive_rng(seed, SALT_CAPTIONS)
     return PairedData(
-        public=_paired(public_images, public_attrs, rng),
+        public=_paired(public_images, list(public_attrs), rng),
         test=_paired(ds.x_test, list(ds.attributes_test), rng),
         train=_paired(ds.x_train, list(ds.attributes_train), rng),
         train_indices=tuple(fed.train_indices),

@@ -291,15 +291,15 @@ def local_test_indices(
     test_labels = np.asarray(test_labels)
     n_test = len(test_labels)
     by_class = [np.flatnonzero(test_labels == c) for c in range(num_classes)]
+    available = np.array([len(b) for b in by_class])
     out = []
     for labels in client_train_labels:
         n_train = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
         want = n_train * n_test // max(n_train_total, 1)  # exact integer floor
-        parts = [
-            rng.choice(by_class[c], size=min(int(want[c]), len(by_class[c])), replace=False)
-            for c in range(num_classes)
-        ]
-        out.append(np.sort(np.concatenate(parts)).astype(np.int64))
+        size = np.minimum(want, available)
+        # a draw of no samples takes nothing from rng, so skipping it changes nothing
+        parts = [rng.choice(by_class[c], size=int(size[c]), replace=False) for c in np.flatnonzero(size)]
+        out.append(np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64))
     return out
 
 

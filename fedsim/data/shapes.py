@@ -10,9 +10,15 @@ Everything is a deterministic function of ``(seed, options)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
+
+from fedsim.data.base import Attributes
 
 SHAPES: tuple[str, ...] = (
     "circle",
@@ -112,7 +118,7 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return _MASKS[shape](u, v)
 
 
-def _draw_attributes(n: int, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def draw_attributes(n: int, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw the random attributes of ``n`` images (balanced classes)."""
     fg_rgb = np.array(list(COLOURS.values()))
     bg_rgb = np.array(list(BACKGROUNDS.values()))
@@ -155,8 +161,8 @@ def _texture(kind: np.ndarray, phase: np.ndarray, yy: np.ndarray, xx: np.ndarray
     return np.where(kind == 0, True, np.where(kind == 1, stripes, dots))
 
 
-def _render(a: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Rasterise the images described by ``a`` into float32 ``[n, 3, S, S]`` in [0, 1]."""
+def _render(a: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """Rasterise the images described by ``a`` into float32 ``[n, 3, S, S]`` (no noise yet)."""
     n = len(a["label"])
     grid = np.arange(size, dtype=np.float32) + 0.5
     yy, xx = grid[None, :, None], grid[None, None, :]
@@ -174,34 +180,93 @@ def _render(a: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     bright = fg.mean(axis=1, keepdims=True) > 0.5
     shade = np.where(bright, fg * 0.55, fg + (1 - fg) * 0.45)
     full = _texture(a["texture"], a["phase"], yy, xx, size)
-    img = np.where(
+    return np.where(
         mask[:, None],
         np.where(full[:, None], fg[:, :, None, None], shade[:, :, None, None]),
         bg[:, :, None, None],
     )
-    img += rng.normal(0.0, NOISE_STD, size=img.shape).astype(np.float32)
+
+
+def _noisy(part: dict[str, np.ndarray], size: int, noise: np.ndarray) -> np.ndarray:
+    """Rasterise ``part``, add its ``noise`` and clip to [0, 1] (in a pool process or here)."""
+    img = _render(part, size)
+    img += noise
     return np.clip(img, 0.0, 1.0, out=img)
 
 
-def _attribute_dicts(a: dict[str, np.ndarray]) -> list[dict]:
-    colours, backgrounds, sizes = list(COLOURS), list(BACKGROUNDS), list(SIZES)
-    return [
+def _noise(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The pixel noise of ``n`` images, drawn from ``rng`` in image order."""
+    return rng.normal(0.0, NOISE_STD, size=(n, 3, size, size)).astype(np.float32)
+
+
+def attributes_of(a: dict[str, np.ndarray]) -> Attributes:
+    """The per-image attribute dicts of drawn attributes ``a``, built on demand."""
+    return attributes_from_columns(
         {
-            "shape": SHAPES[a["label"][i]],
-            "colour": colours[a["colour"][i]],
-            "size": sizes[a["size"][i]],
-            "position": position_name(int(a["row"][i]), int(a["col"][i])),
-            "background": backgrounds[a["background"][i]],
-            "texture": TEXTURES[a["texture"][i]],
+            "label": a["label"],
+            "colour": a["colour"],
+            "size": a["size"],
+            "position": np.asarray(a["row"]) * 3 + np.asarray(a["col"]),
+            "background": a["background"],
+            "texture": a["texture"],
         }
-        for i in range(len(a["label"]))
-    ]
+    )
+
+
+def attributes_from_columns(columns: Mapping[str, np.ndarray]) -> Attributes:
+    """Attributes over integer columns as `attributes_of` makes them (and as they are stored)."""
+    positions = tuple(position_name(r, c) for r in range(3) for c in range(3))
+    vocab = {
+        "shape": ("label", SHAPES),
+        "colour": ("colour", tuple(COLOURS)),
+        "size": ("size", tuple(SIZES)),
+        "position": ("position", positions),
+        "background": ("background", tuple(BACKGROUNDS)),
+        "texture": ("texture", TEXTURES),
+    }
+    return Attributes({k: np.asarray(v, dtype=np.int16) for k, v in columns.items()}, vocab)
+
+
+#: Images rendered in a pool of processes when a set has at least this many pixels.
+PARALLEL_PIXELS = 1 << 25
+
+
+def shape_chunks(
+    a: dict[str, np.ndarray], image_size: int, rng: np.random.Generator, chunk_pixels: int = 1 << 18
+) -> Iterator[np.ndarray]:
+    """The images of attributes ``a``, chunk after chunk, in order.
+
+    Each chunk (about ``chunk_pixels`` pixels) gets its noise from ``rng`` in order, so
+    the images depend on ``rng`` alone and not on how they were made: for large sets this
+    process draws the noise (the one step that must be in order) while a pool of processes
+    (one per CPU) rasterises the chunks and adds it.
+    """
+    n = len(a["label"])
+    step = max(1, chunk_pixels // (image_size * image_size))
+    parts = [{k: v[i : i + step] for k, v in a.items()} for i in range(0, n, step)]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if n * image_size * image_size < PARALLEL_PIXELS or cpus < 2 or len(parts) < 2:
+        for part in parts:
+            yield _noisy(part, image_size, _noise(len(part["label"]), image_size, rng))
+        return
+    # fork: the pool runs numpy code only, and starts without importing anything again
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=cpus, mp_context=ctx) as pool:
+        ahead: deque[Future[np.ndarray]] = deque()
+        for part in parts:
+            if len(ahead) > cpus:
+                yield ahead.popleft().result()
+            noise = _noise(len(part["label"]), image_size, rng)
+            ahead.append(pool.submit(_noisy, part, image_size, noise))
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def generate_shapes(
-    n: int, image_size: int, rng: np.random.Generator, chunk_pixels: int = 1 << 22
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Generate ``n`` class-balanced shape images.
+    n: int, image_size: int, rng: np.random.Generator, chunk_pixels: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray, Attributes]:
+    """Generate ``n`` class-balanced shape images in memory.
 
     Parameters
     ----------
@@ -220,13 +285,13 @@ def generate_shapes(
         float32 ``[n, 3, S, S]``, values in [0, 1].
     labels : np.ndarray
         int64 ``[n]``, indices into `SHAPES`.
-    attributes : list of dict
-        Per image: shape, colour, size, position, background, texture.
+    attributes : Attributes
+        Per image (a dict on access): shape, colour, size, position, background, texture.
     """
-    a = _draw_attributes(n, image_size, rng)
-    step = max(1, chunk_pixels // (image_size * image_size))
+    a = draw_attributes(n, image_size, rng)
     images = np.empty((n, 3, image_size, image_size), dtype=np.float32)
-    for start in range(0, n, step):
-        part = {k: val[start : start + step] for k, val in a.items()}
-        images[start : start + step] = _render(part, image_size, rng)
-    return images, a["label"].astype(np.int64), _attribute_dicts(a)
+    start = 0
+    for chunk in shape_chunks(a, image_size, rng, chunk_pixels):
+        images[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    return images, a["label"].astype(np.int64), attributes_of(a)

@@ -251,7 +251,8 @@ def pretrain_backbone(scenario: Scenario) -> Backbone:
     """The encoder pretrained on the scenario's public split (from the cache when it is there)."""
     check_model(scenario)
     ds = federated_data(scenario).dataset
-    idx = torch.from_numpy(public_split(scenario))
+    public = public_split(scenario)
+    idx = torch.from_numpy(public)
     desc = {
         "model": scenario.model.name,
         "params": MODELS.params_of(scenario.model.name, scenario.model.params).model_dump(),
@@ -260,7 +261,7 @@ def pretrain_backbone(scenario: Scenario) -> Backbone:
     }
     return cached_backbone(
         lambda: new_model(scenario),
-        ds.x_train[idx],
+        ds.train.rows(public),
         ds.y_train[idx],
         desc,
         recipe_of(scenario),
@@ -330,9 +331,9 @@ def _client_data(scenario: Scenario, pid: int) -> ClientData:
     noise = DomainsParams.model_validate(part.params).noise_std if style is not None else 0.0
     tr, te = torch.from_numpy(train), torch.from_numpy(np.asarray(test).copy())
     return ClientData(
-        styled(ds.x_train[tr], style, ds.mean, ds.std, noise, (scenario.seed, pid, 0)),
+        styled(ds.train.rows(train), style, ds.mean, ds.std, noise, (scenario.seed, pid, 0)),
         ds.y_train[tr],
-        styled(ds.x_test[te], style, ds.mean, ds.std, noise, (scenario.seed, pid, 1)),
+        styled(ds.test.rows(np.asarray(test)), style, ds.mean, ds.std, noise, (scenario.seed, pid, 1)),
         ds.y_test[te],
     )
 

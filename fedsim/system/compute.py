@@ -41,7 +41,7 @@ def _train_step(scenario: Scenario) -> tuple[Callable[[], None], int]:
     model = new_model(scenario)
     model.train()
     ds = federated_data(scenario).dataset
-    x, y = ds.x_train[:_PROBE_BATCH], ds.y_train[:_PROBE_BATCH]
+    x, y = ds.train.rows(slice(0, _PROBE_BATCH)), ds.y_train[:_PROBE_BATCH]
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
