@@ -126,7 +126,7 @@ def test_ray_address_runs_clients_on_both_nodes(tmp_path: Path, two_node_cluster
 
     # engine fedsim: fedsim's workers as Ray actors, one per cluster CPU, spread over both nodes,
     # with the results of one process
-    common = ["--set", "evaluation.server_every=1", "-q"]
+    common = ["--set", "evaluation.server_every=1", "--set", "runtime.threads=1", "-q"]
     args = ["--runtime", "ray", "--ray-address", two_node_cluster, "--set", "runtime.engine=fedsim"]
     res = cli("run", str(scenario), *args, "--set", "runtime.workers=0", *common, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

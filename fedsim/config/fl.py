@@ -118,6 +118,12 @@ class RuntimeSpec(Strict):
     engine: Literal["flower", "fedsim"] = Field(
         "flower", description="ray: Flower's Simulation Engine, or fedsim's workers as Ray actors"
     )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="torch threads of each process running clients (0: CPUs shared out among the workers)",
+    )
     ray: RaySpec = RaySpec()
     deployment: DeploymentSpec = DeploymentSpec()
 
@@ -129,6 +135,10 @@ class RuntimeSpec(Strict):
         if self.workers != 1 and self.name != "inprocess" and not fedsim_ray:
             raise ValueError(
                 f"workers {self.workers} needs name: inprocess, or ray with engine: fedsim (not {self.name})"
+            )
+        if self.threads and self.name != "inprocess" and not fedsim_ray:
+            raise ValueError(
+                f"threads {self.threads} needs name: inprocess, or ray with engine: fedsim (not {self.name})"
             )
         return self
 

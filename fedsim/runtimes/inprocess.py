@@ -121,16 +121,28 @@ class InProcessGrid(LocalGrid):
         the sharded runtime holds its shard)."""
         super().__init__(num_nodes, run_id)
         self._app = client_app
-        self._contexts = {
-            pid + NODE_ID_OFFSET: Context(
-                run_id=run_id,
-                node_id=pid + NODE_ID_OFFSET,
-                node_config={"partition-id": pid, "num-partitions": num_nodes},
+        self._run_config, self._run_id = run_config, run_id
+        held = range(num_nodes) if partitions is None else partitions
+        self._held = {pid + NODE_ID_OFFSET for pid in held}
+        # made when a node first gets a message: a node never sampled costs nothing here
+        self._contexts: dict[int, Context] = {}
+
+    def _context(self, node: int) -> Context:
+        """The node's persistent context (``context.state`` lives across rounds)."""
+        ctx = self._contexts.get(node)
+        if ctx is None:
+            if node not in self._held:
+                raise KeyError(f"node {node} is not held by this grid")
+            pid = node - NODE_ID_OFFSET
+            ctx = Context(
+                run_id=self._run_id,
+                node_id=node,
+                node_config={"partition-id": pid, "num-partitions": self._num_nodes},
                 state=RecordDict(),
-                run_config=run_config,
+                run_config=self._run_config,
             )
-            for pid in (range(num_nodes) if partitions is None else partitions)
-        }
+            self._contexts[node] = ctx
+        return ctx
 
     #: clients run in this process: no workers
     num_workers = 1
@@ -147,7 +159,7 @@ class InProcessGrid(LocalGrid):
     def execute(self, msg: Message) -> Message:
         """The ClientApp's reply to ``msg`` (an error reply when it raises, as on a SuperNode)."""
         try:
-            return self._app(msg, self._contexts[msg.metadata.dst_node_id])
+            return self._app(msg, self._context(msg.metadata.dst_node_id))
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
@@ -161,4 +173,4 @@ class InProcessGrid(LocalGrid):
     def restore_client_states(self, states: dict[int, RecordDict]) -> None:
         """Put saved ``context.state`` back on each node."""
         for pid, state in states.items():
-            self._contexts[pid + NODE_ID_OFFSET].state = state
+            self._context(pid + NODE_ID_OFFSET).state = state

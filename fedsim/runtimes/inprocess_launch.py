@@ -40,12 +40,19 @@ def serve_here(request: LaunchRequest, grid: LocalGrid) -> None:
 def launch(request: LaunchRequest) -> None:
     """Deliver messages straight to the ClientApp: in this process, or in ``runtime.workers``
     worker processes holding shards of the clients (0: one per CPU)."""
+    import torch
+
     run_config = request.run_config()
-    num, workers = request.scenario.clients.num, request.scenario.runtime.workers
-    workers = workers or os.cpu_count() or 1
-    grid: LocalGrid
+    runtime, num = request.scenario.runtime, request.scenario.clients.num
+    cpus = os.cpu_count() or 1
+    workers = runtime.workers or cpus
     if workers > 1:
-        grid = ShardedGrid(CLIENTAPP, num, run_config, workers)
-    else:
-        grid = InProcessGrid(load_app(CLIENTAPP), num, run_config)
-    serve_here(request, grid)
+        threads = runtime.threads or max(1, cpus // workers)
+        serve_here(request, ShardedGrid(CLIENTAPP, num, run_config, workers, threads))
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(runtime.threads or before)
+    try:
+        serve_here(request, InProcessGrid(load_app(CLIENTAPP), num, run_config))
+    finally:
+        torch.set_num_threads(before)

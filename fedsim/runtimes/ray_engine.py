@@ -101,7 +101,8 @@ class RayCluster:
 
 
 def launch_fedsim_engine(request: LaunchRequest) -> None:
-    """The server loop here; the clients in ``runtime.workers`` Ray actors (0: one per cluster CPU)."""
+    """The server loop here; the clients in ``runtime.workers`` Ray actors (0: one per cluster CPU),
+    each running ``runtime.threads`` torch threads (0: as many as the CPUs it holds)."""
     sc = request.scenario
     cluster = RayCluster(sc.runtime.ray.address)
     try:
@@ -111,8 +112,8 @@ def launch_fedsim_engine(request: LaunchRequest) -> None:
         def start(index: int, shard: list[int], setup: WorkerSetup) -> RayWorker:
             return RayWorker(index, shard, setup, cpus)
 
-        serve_here(
-            request, ShardedGrid(CLIENTAPP, sc.clients.num, request.run_config(), workers, start=start)
-        )
+        threads = sc.runtime.threads or max(1, int(cpus))  # the CPUs each actor holds
+        grid = ShardedGrid(CLIENTAPP, sc.clients.num, request.run_config(), workers, threads, start=start)
+        serve_here(request, grid)
     finally:
         cluster.close()

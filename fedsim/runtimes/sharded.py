@@ -8,8 +8,10 @@ checkpoints) and its own data and models, built from the scenario (nothing large
 A round's messages go to each worker as one batch, pickled once per worker, so content that
 several messages share (the global arrays) crosses once per worker, not once per client.
 The workers run side by side; the replies come back in the order the messages were pushed,
-so the server aggregates exactly what the single-process grid gives it. Every worker uses
-the server process's torch thread count, so the clients' arithmetic is the same too.
+so the server aggregates exactly what the single-process grid gives it. Each worker runs
+``runtime.threads`` torch threads (by default the CPUs shared out among the workers, so that
+they do not compete for cores); with the same thread count as one process (for example
+``runtime.threads: 1`` for both), the clients' arithmetic, and so the results, are the same.
 """
 
 from __future__ import annotations
@@ -171,21 +173,23 @@ class ShardedGrid(LocalGrid):
         num_nodes: int,
         run_config: dict,
         workers: int,
+        threads: int,
         run_id: int = 1,
         start: WorkerFactory = ProcessWorker,
     ) -> None:
-        """``start``: how a worker is started (a process here by default; a Ray actor)."""
-        import torch
-
+        """``threads``: torch threads of each worker; ``start``: how a worker is started (a
+        process here by default; a Ray actor)."""
         super().__init__(num_nodes, run_id)
         shards: list[list[int]] = [[] for _ in range(workers)]
         for pid in range(num_nodes):
             shards[shard_of(pid, num_nodes, workers)].append(pid)
-        self._setup = WorkerSetup(app_ref, num_nodes, run_config, torch.get_num_threads())
+        self._setup = WorkerSetup(app_ref, num_nodes, run_config, threads)
         self._start = start
         self._workers = {i: start(i, shard, self._setup) for i, shard in enumerate(shards) if shard}
         self._owner = {pid: i for i, w in self._workers.items() for pid in w.shard}
         self.restarts = 0
+        #: the clients' states as last checkpointed or restored: what a restarted worker gets
+        self._saved: dict[int, RecordDict] = {}
 
     def deliver(self, messages: list[Message]) -> list[Message]:
         """Each worker gets its messages as one batch; all run at once; replies in push order.
@@ -220,12 +224,17 @@ class ShardedGrid(LocalGrid):
         return replies
 
     def _restart(self, index: int, why: str) -> None:
-        """A fresh worker for the shard of a dead one (its clients' state starts empty)."""
+        """A fresh worker for the shard of a dead one; its clients get back the states of the
+        last checkpoint (what they learnt since then is lost with the process)."""
         old = self._workers[index]
         old.close()
-        self._workers[index] = self._start(index, old.shard, self._setup)
+        worker = self._workers[index] = self._start(index, old.shard, self._setup)
+        saved = {pid: self._saved[pid] for pid in old.shard if pid in self._saved}
+        if saved:
+            worker.send("restore", saved)
+            worker.receive()
         self.restarts += 1
-        logger.warning("%s; started again", why)
+        logger.warning("%s; started again with %d client states from the last checkpoint", why, len(saved))
 
     @property
     def num_workers(self) -> int:
@@ -239,10 +248,12 @@ class ShardedGrid(LocalGrid):
         states: dict[int, RecordDict] = {}
         for w in self._workers.values():
             states.update(w.receive())
-        return dict(sorted(states.items()))
+        self._saved = dict(sorted(states.items()))
+        return self._saved
 
     def restore_client_states(self, states: dict[int, RecordDict]) -> None:
         """Hand each worker the saved states of its partitions."""
+        self._saved = dict(states)
         for w in self._workers.values():
             shard = set(w.shard)
             w.send("restore", {pid: s for pid, s in states.items() if pid in shard})
