@@ -16,7 +16,9 @@ from fedsim.memo import Memo, memo
 from fedsim.models import SplitModel, build_model
 
 _SCENARIOS: Memo[Scenario] = memo("workspace.scenario", 8)  # key: scenario JSON
-_CLIENT_DATA: Memo[ClientData] = memo("workspace.client_data", 4096)  # key: (scenario JSON, partition id)
+# key: (scenario JSON, partition id); a client not kept reads its rows again (cheap), so
+# the memo holds a round's cohort or so, not a growing share of the population
+_CLIENT_DATA: Memo[ClientData] = memo("workspace.client_data", 512)
 _MODELS: Memo[SplitModel] = memo("workspace.model", 8)  # key: (scenario JSON, slot)
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def stored(kind: str, key: dict[str, Any], build: Callable[[Path], None]) -> Pat
     folder = entry_path(kind, key)
     if (folder / META_FILE).is_file():
         return folder
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.mkdir(parents=True, exist_ok=True)
         build(tmp)
