@@ -2,7 +2,8 @@
 
 1. ``plain``: a bare PyTorch loop, no framework, one thread (the reference);
 2. ``w1``: fedsim's in-process runtime, one process; ``w2``: its clients sharded over two
-   worker processes (``runtime.workers: 2``);
+   worker processes (``runtime.workers: 2``); ``v1`` and ``v2``: the same with each round's
+   clients trained as vectorised cohorts (``train.vectorise: on``);
 3. ``ray-fedsim``: the same two workers as Ray actors (``runtime.engine: fedsim``);
 4. ``ray``: Flower's Simulation Engine through ``flwr run`` (``engine: flower``).
 
@@ -50,17 +51,23 @@ WORKLOADS = {
 }
 DEFAULT_WORKLOADS = "100x50,1000x50,10000x20,100000x10,fedloge10000x20"
 
+#: ways whose clients train as vectorised cohorts (train.vectorise: on), and the algorithms
+#: that have a cohort trainer
+VECTORISED = {"v1", "v2"}
+COHORT_ALGORITHMS = {"fedavg", "fedprox"}
 #: way -> its runtime section (plain: no runtime)
 WAYS = {
     "plain": None,
     "w1": {"name": "inprocess", "threads": 1},
     "w2": {"name": "inprocess", "workers": 2, "threads": 1},
+    "v1": {"name": "inprocess", "threads": 1},
+    "v2": {"name": "inprocess", "workers": 2, "threads": 1},
     "ray-fedsim": {"name": "ray", "engine": "fedsim", "workers": 2, "threads": 1},
     "ray": {"name": "ray"},
 }
 
 
-def scenario_dict(workload: str, out: Path, runtime: dict | None) -> dict:
+def scenario_dict(workload: str, out: Path, way: str) -> dict:
     """The benchmark scenario: shapes 16x16, exactly the workload's samples per client (iid)."""
     clients, samples, cohort, algorithm = WORKLOADS[workload]
     return {
@@ -75,9 +82,14 @@ def scenario_dict(workload: str, out: Path, runtime: dict | None) -> dict:
         "model": {"name": "cnn"},
         "algorithm": {"name": algorithm},
         "clients": {"num": clients, "fraction": cohort / clients, "min": 1},
-        "train": {"local_epochs": 1, "batch_size": 10, "optimizer": {"name": "sgd", "lr": 0.05}},
+        "train": {
+            "local_epochs": 1,
+            "batch_size": 10,
+            "optimizer": {"name": "sgd", "lr": 0.05},
+            "vectorise": "on" if way in VECTORISED else "off",
+        },
         "evaluation": {"server_every": 0, "clients_every": 0},
-        "runtime": runtime or {"name": "inprocess"},
+        "runtime": WAYS.get(way) or {"name": "inprocess"},
         "output": {"dir": str(out)},
     }
 
@@ -199,8 +211,10 @@ def main() -> None:
         for workload in args.workloads.split(","):
             got: dict[str, dict] = {}
             for way in ["prepare", *ways]:
+                if way in VECTORISED and WORKLOADS[workload][3] not in COHORT_ALGORITHMS:
+                    continue
                 path = Path(tmp) / f"{workload}-{way}.yaml"
-                path.write_text(yaml.safe_dump(scenario_dict(workload, Path(tmp) / "runs", WAYS.get(way))))
+                path.write_text(yaml.safe_dump(scenario_dict(workload, Path(tmp) / "runs", way)))
                 result, peak = measured(["--child", way, "--scenario", str(path)], env)
                 got[way] = {**result, "peak_gb": peak}
                 shown = {k: round(v, 3) for k, v in got[way].items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim.algorithms import client_of
+from fedsim.algorithms import client_of, cohort_plan
 from fedsim.clients.common import ClientAlgorithm
 from fedsim.data.export import node_partition
 from fedsim.workspace import scenario_of
@@ -26,6 +26,16 @@ def _algorithm(context: Context) -> ClientAlgorithm:
 def train(msg: Message, context: Context) -> Message:
     """Run the algorithm's local training."""
     return _algorithm(context).train(msg, context)
+
+
+def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Message] | None:
+    """Several train messages of one round answered at once (fedsim's own grids call this), or
+    None where the scenario trains each client on its own (see ``train.vectorise``)."""
+    scenario = scenario_of(str(contexts[0].run_config["scenario"]))
+    handler = client_of(scenario.algorithm.name).train_cohort
+    if handler is None or not cohort_plan(scenario)[0]:
+        return None
+    return handler(messages, contexts)
 
 
 @app.evaluate()

@@ -20,14 +20,18 @@ from fedsim.workspace import ClientData, scenario_of, worker_model
 
 #: A client's answer to one message of the server.
 Handler = Callable[[Message, Context], Message]
+#: The answers to several train messages of one round, in their order (one per message).
+CohortHandler = Callable[[list[Message], list[Context]], list[Message]]
 
 
 @dataclass(frozen=True)
 class ClientAlgorithm:
-    """The client half of an algorithm: what it does on a train and an evaluate message."""
+    """The client half of an algorithm: what it does on a train and an evaluate message,
+    and, where the algorithm allows it, on several train messages at once (a cohort)."""
 
     train: Handler
     evaluate: Handler
+    train_cohort: CohortHandler | None = None
 
 
 @dataclass

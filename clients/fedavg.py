@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from flwr.app import Context, Message
 
+from fedsim.clients.cohort import cohort_replies
 from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.training import evaluate, make_optimizer, train_epochs
@@ -48,5 +49,10 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     return reply(msg, env, stats, **extra)
 
 
+def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Message]:
+    """:func:`train` for several clients at once, trained as one vectorised cohort."""
+    return cohort_replies(messages, contexts, lambda msg: 0.0)
+
+
 #: The client half, registered with the server half in :mod:`fedsim.algorithms`.
-HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)
+HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local, train_cohort=train_cohort)

@@ -26,7 +26,10 @@ from fedsim.clients import fedloge as fedloge_client
 from fedsim.clients import fedprox as fedprox_client
 from fedsim.clients import pfedpg as pfedpg_client
 from fedsim.clients.common import ClientAlgorithm
+from fedsim.cohort import unsupported_layer
 from fedsim.config import NoParams, Scenario
+from fedsim.errors import UserError
+from fedsim.memo import Memo, memo
 from fedsim.methods.creamfl import CreamFLParams
 from fedsim.methods.fedloge import FedLoGeParams
 from fedsim.methods.fedprox import FedProxParams
@@ -38,6 +41,7 @@ from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fedloge import FedLoGe
 from fedsim.strategies.fedprox import FedProx
 from fedsim.strategies.pfedpg import PromptStrategy
+from fedsim.workspace import new_model
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -85,6 +89,39 @@ def build_strategy(scenario: Scenario) -> FedsimStrategyMixin:
 def client_of(name: str) -> ClientAlgorithm:
     """The client handlers of the algorithm ``name``."""
     return ALGORITHMS.get(name).client
+
+
+def cohort_plan(scenario: Scenario) -> tuple[bool, str]:
+    """Whether a run trains each round's clients as vectorised cohorts, and why (or why not).
+
+    ``train.vectorise``: ``off`` never; ``auto`` where the runtime delivers a round's messages
+    together (``inprocess``, or ``ray`` with ``engine: fedsim``), the algorithm registers a
+    cohort trainer and no layer of the model prevents it; ``on`` likewise, or a `UserError`
+    naming what prevents it.
+    """
+    return _PLANS.get(scenario.to_json(), lambda: _cohort_plan(scenario))
+
+
+_PLANS: Memo[tuple[bool, str]] = memo("algorithms.cohort_plan", 8)  # key: scenario JSON
+
+
+def _cohort_plan(scenario: Scenario) -> tuple[bool, str]:
+    mode, runtime, name = scenario.train.vectorise, scenario.runtime, scenario.algorithm.name
+    if mode == "off":
+        return False, "train.vectorise is off"
+    why = ""
+    if not (runtime.name == "inprocess" or (runtime.name == "ray" and runtime.engine == "fedsim")):
+        why = f"runtime {runtime.name} hands each client its messages one at a time"
+    elif client_of(name).train_cohort is None:
+        why = f"algorithm {name} has no cohort trainer (fedavg and fedprox have)"
+    else:
+        layer = unsupported_layer(new_model(scenario))
+        why = f"model layer {layer} prevents it" if layer else ""
+    if not why:
+        return True, "each round's clients trained as vectorised cohorts"
+    if mode == "on":
+        raise UserError(f"train.vectorise is on but {why}; expected train.vectorise: auto or off")
+    return False, why
 
 
 def commands() -> list[Command]:

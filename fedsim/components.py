@@ -41,7 +41,7 @@ def _profile(registry: Registry[Any], name: str, source: str, at: str, extra: tu
 
 def check_scenario(scenario: Scenario, source: str) -> None:
     """Every named component of an FL scenario, its device and network profiles, its trace."""
-    from fedsim.algorithms import ALGORITHMS
+    from fedsim.algorithms import ALGORITHMS, cohort_plan
     from fedsim.data import DATASETS, PARTITIONERS
     from fedsim.models import MODELS
     from fedsim.runtimes import RUNTIMES
@@ -56,6 +56,11 @@ def check_scenario(scenario: Scenario, source: str) -> None:
     algo = scenario.algorithm
     check_named(ALGORITHMS, algo.name, algo.params, source, "algorithm", "algorithm.name")
     check_named(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
+    if scenario.train.vectorise == "on":
+        try:
+            cohort_plan(scenario)
+        except UserError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     system = scenario.system
     if system is None:
         return

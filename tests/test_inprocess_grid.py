@@ -71,3 +71,37 @@ def test_the_grid_tells_progress_as_a_batch_is_answered() -> None:
     bar.CLIENTS_AFTER_S = 0.0
     bar.clients_done(2, 3)
     assert bar._progress.tasks[0].fields["info"] == "acc 0.500  clients 2/3"
+
+
+def test_a_cohort_hook_answers_train_messages_together_declines_or_fails_them_all() -> None:
+    seen: list[list[int]] = []
+    mode = ["answer"]
+
+    def hook(messages: list[Message], contexts: list[Context]) -> list[Message] | None:
+        seen.append([int(c.node_config["partition-id"]) for c in contexts])
+        if mode[0] == "decline":
+            return None
+        if mode[0] == "raise":
+            raise ValueError("cohort broke")
+        return [Message(RecordDict({"m": MetricRecord({"cohort": 1})}), reply_to=m) for m in messages]
+
+    grid = InProcessGrid(make_app(), 3, {}, cohort=hook)
+    ids = list(grid.get_node_ids())
+    SHARED[:] = [RecordDict({"config": ConfigRecord({})})]
+
+    def batch() -> list[Message]:
+        train = [Message(SHARED[0], dst_node_id=n, message_type=MessageType.TRAIN) for n in ids[:2]]
+        other = Message(SHARED[0], dst_node_id=ids[2], message_type=MessageType.EVALUATE)
+        return list(grid.send_and_receive([train[0], other, train[1]]))
+
+    replies = batch()  # the two train messages together; the evaluate message alone (no handler)
+    assert seen == [[0, 1]]
+    assert [int(r.content["m"]["cohort"]) for r in (replies[0], replies[2])] == [1, 1]
+    assert replies[1].has_error()  # this app has no evaluate function
+    mode[0] = "decline"
+    replies = batch()  # declined: each train message goes to the ClientApp
+    assert [int(replies[i].content["m"]["n"]) for i in (0, 2)] == [1, 1]
+    mode[0] = "raise"
+    replies = batch()
+    assert replies[0].has_error() and "ValueError: cohort broke" in replies[0].error.reason
+    assert replies[2].has_error() and "ValueError: cohort broke" in replies[2].error.reason

@@ -77,6 +77,15 @@ class TrainSpec(Strict):
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(16, ge=1)
     optimizer: OptimizerSpec = OptimizerSpec()
+    vectorise: Literal["off", "on", "auto"] = Field(
+        "off", description="train a round's clients as one vectorised cohort (auto: where supported)"
+    )
+
+    @field_validator("vectorise", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """YAML reads a bare ``off`` / ``on`` as false / true: take them as meant."""
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
 
 
 class EvaluationSpec(Strict):

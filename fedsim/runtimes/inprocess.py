@@ -13,7 +13,7 @@ import itertools
 import traceback
 from collections.abc import Callable, Iterable
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -25,6 +25,8 @@ CLIENT_APP_RAISED_EXCEPTION = 2
 SUPERLINK_NODE_ID = 1
 #: Node ids are partition id + this offset (clear of Flower's reserved ids).
 NODE_ID_OFFSET = 1000
+#: Answers several train messages at once (one reply each, in order), or None to decline.
+CohortHook = Callable[[list[Message], list[Context]], list[Message] | None]
 
 
 class LocalGrid(Grid):
@@ -116,11 +118,14 @@ class InProcessGrid(LocalGrid):
         run_config: dict,
         run_id: int = 1,
         partitions: Iterable[int] | None = None,
+        cohort: CohortHook | None = None,
     ) -> None:
         """``partitions``: the nodes this grid holds (all ``num_nodes`` by default; a worker of
-        the sharded runtime holds its shard)."""
+        the sharded runtime holds its shard). ``cohort``: answers several train messages of a
+        batch at once, or declines (None); each message goes to the ClientApp otherwise."""
         super().__init__(num_nodes, run_id)
         self._app = client_app
+        self._cohort = cohort
         self._run_config, self._run_id = run_config, run_id
         held = range(num_nodes) if partitions is None else partitions
         self._held = {pid + NODE_ID_OFFSET for pid in held}
@@ -148,13 +153,37 @@ class InProcessGrid(LocalGrid):
     num_workers = 1
 
     def deliver(self, messages: list[Message]) -> list[Message]:
-        """Each message executed now, in order."""
-        replies = []
-        for msg in messages:
-            replies.append(self.execute(msg))
-            if self.on_progress:
-                self.on_progress(len(replies), len(messages))
-        return replies
+        """Each message executed now: the train messages together where the cohort hook takes
+        them, the others one after another; replies in the order of ``messages``."""
+        replies: list[Message | None] = [None] * len(messages)
+        train = [i for i, m in enumerate(messages) if m.metadata.message_type == MessageType.TRAIN]
+        done = 0
+        if self._cohort is not None and len(train) > 1:
+            for i, reply in zip(train, self._together([messages[i] for i in train]), strict=True):
+                replies[i] = reply
+            done = sum(r is not None for r in replies)
+            if done and self.on_progress:
+                self.on_progress(done, len(messages))
+        for i, msg in enumerate(messages):
+            if replies[i] is None:
+                replies[i] = self.execute(msg)
+                done += 1
+                if self.on_progress:
+                    self.on_progress(done, len(messages))
+        return [r for r in replies if r is not None]
+
+    def _together(self, messages: list[Message]) -> list[Message | None]:
+        """The cohort hook's replies (None each where it declines; error replies if it raises)."""
+        assert self._cohort is not None
+        try:
+            contexts = [self._context(m.metadata.dst_node_id) for m in messages]
+            got = self._cohort(messages, contexts)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            return [
+                Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=m) for m in messages
+            ]
+        return [None] * len(messages) if got is None else list(got)
 
     def execute(self, msg: Message) -> Message:
         """The ClientApp's reply to ``msg`` (an error reply when it raises, as on a SuperNode)."""

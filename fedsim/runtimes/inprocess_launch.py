@@ -7,7 +7,7 @@ import os
 
 from flwr.app import Context, RecordDict
 
-from fedsim.apps import CLIENTAPP, load_app
+from fedsim.apps import CLIENTAPP, COHORT_HANDLER, load_app
 from fedsim.runtimes.inprocess import InProcessGrid, LocalGrid
 from fedsim.runtimes.registry import RUNTIMES, LaunchRequest
 from fedsim.runtimes.sharded import ShardedGrid
@@ -48,11 +48,13 @@ def launch(request: LaunchRequest) -> None:
     workers = runtime.workers or cpus
     if workers > 1:
         threads = runtime.threads or max(1, cpus // workers)
-        serve_here(request, ShardedGrid(CLIENTAPP, num, run_config, workers, threads))
+        grid = ShardedGrid(CLIENTAPP, num, run_config, workers, threads, cohort_ref=COHORT_HANDLER)
+        serve_here(request, grid)
         return
     before = torch.get_num_threads()
     torch.set_num_threads(runtime.threads or before)
     try:
-        serve_here(request, InProcessGrid(load_app(CLIENTAPP), num, run_config))
+        app, cohort = load_app(CLIENTAPP), load_app(COHORT_HANDLER)
+        serve_here(request, InProcessGrid(app, num, run_config, cohort=cohort))
     finally:
         torch.set_num_threads(before)

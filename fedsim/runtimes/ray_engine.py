@@ -14,7 +14,7 @@ import functools
 import warnings
 from typing import Any
 
-from fedsim.apps import CLIENTAPP
+from fedsim.apps import CLIENTAPP, COHORT_HANDLER
 from fedsim.runtimes.inprocess_launch import serve_here
 from fedsim.runtimes.registry import LaunchRequest
 from fedsim.runtimes.sharded import ShardedGrid, ShardHost, WorkerDied, WorkerSetup
@@ -113,7 +113,15 @@ def launch_fedsim_engine(request: LaunchRequest) -> None:
             return RayWorker(index, shard, setup, cpus)
 
         threads = sc.runtime.threads or max(1, int(cpus))  # the CPUs each actor holds
-        grid = ShardedGrid(CLIENTAPP, sc.clients.num, request.run_config(), workers, threads, start=start)
+        grid = ShardedGrid(
+            CLIENTAPP,
+            sc.clients.num,
+            request.run_config(),
+            workers,
+            threads,
+            start=start,
+            cohort_ref=COHORT_HANDLER,
+        )
         serve_here(request, grid)
     finally:
         cluster.close()

@@ -46,6 +46,7 @@ class WorkerSetup:
     num_nodes: int
     run_config: dict
     threads: int
+    cohort_ref: str | None = None
 
 
 class ShardHost:
@@ -56,7 +57,8 @@ class ShardHost:
 
         torch.set_num_threads(setup.threads)
         app = load_app(setup.app_ref)
-        self.grid = InProcessGrid(app, setup.num_nodes, setup.run_config, partitions=shard)
+        cohort = load_app(setup.cohort_ref) if setup.cohort_ref else None
+        self.grid = InProcessGrid(app, setup.num_nodes, setup.run_config, partitions=shard, cohort=cohort)
 
     def handle(self, op: str, payload: Any = None) -> Any:
         """``execute`` a batch of messages, hand out the clients' ``states``, or ``restore`` them."""
@@ -176,14 +178,16 @@ class ShardedGrid(LocalGrid):
         threads: int,
         run_id: int = 1,
         start: WorkerFactory = ProcessWorker,
+        cohort_ref: str | None = None,
     ) -> None:
         """``threads``: torch threads of each worker; ``start``: how a worker is started (a
-        process here by default; a Ray actor)."""
+        process here by default; a Ray actor); ``cohort_ref``: the workers' cohort hook
+        (``module:function``, see :class:`~fedsim.runtimes.inprocess.InProcessGrid`)."""
         super().__init__(num_nodes, run_id)
         shards: list[list[int]] = [[] for _ in range(workers)]
         for pid in range(num_nodes):
             shards[shard_of(pid, num_nodes, workers)].append(pid)
-        self._setup = WorkerSetup(app_ref, num_nodes, run_config, threads)
+        self._setup = WorkerSetup(app_ref, num_nodes, run_config, threads, cohort_ref)
         self._start = start
         self._workers = {i: start(i, shard, self._setup) for i, shard in enumerate(shards) if shard}
         self._owner = {pid: i for i, w in self._workers.items() for pid in w.shard}

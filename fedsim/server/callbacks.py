@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fedsim.algorithms import cohort_plan
 from fedsim.runstore import CLIENTS_FILE, METRICS_FILE, RunFolder
 from fedsim.server.checkpoint import Checkpoint, save_checkpoint
 
@@ -53,6 +54,7 @@ def summarise(
     rows = folder.read(METRICS_FILE)
     acc = [r["server_accuracy"] for r in rows if "server_accuracy" in r]
     scenario = folder.scenario()
+    vectorised, why = cohort_plan(scenario)
     summary = {
         "name": scenario.name,
         "algorithm": scenario.algorithm.name,
@@ -60,6 +62,7 @@ def summarise(
         "workers": getattr(loop.grid if loop else None, "num_workers", scenario.runtime.workers),
         "engine": scenario.runtime.engine if scenario.runtime.name == "ray" else None,
         "round_wall_s": loop.wall_summary() if loop else None,
+        "train_path": {"vectorised": vectorised, "why": why},
         "status": status,
         "rounds_planned": scenario.rounds,
         "rounds_completed": rows[-1]["round"] if rows else 0,
