@@ -32,6 +32,8 @@ def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Messa
     """Several train messages of one round answered at once (fedsim's own grids call this), or
     None where the scenario trains each client on its own (see ``train.vectorise``)."""
     scenario = scenario_of(str(contexts[0].run_config["scenario"]))
+    if scenario.train.vectorise == "off":  # the default: decided without serialising the scenario
+        return None
     handler = client_of(scenario.algorithm.name).train_cohort
     if handler is None or not cohort_plan(scenario)[0]:
         return None
