@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test check lint format bench clean
 
@@ -25,7 +26,9 @@ demo: setup
 test: setup check
 	# one OpenMP thread per process: test processes run beside each other (Ray actors, CLI
 	# subprocesses) and oversubscribed OpenMP threads spin-wait for each other.
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	# Two xdist workers: many tests wait on servers and subprocesses, so two keep 2 cores busy;
+	# the tests that start whole topologies keep to their groups (tests/conftest.py).
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # style and types: run by `make test` before the tests (so CI enforces both)
 check: setup

@@ -66,3 +66,22 @@ def server_identity():
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     yield
+
+
+#: Modules whose tests start whole topologies (SuperLink and SuperNodes, a Ray cluster, every
+#: documented command), by xdist group: `make test` runs each group's tests one after another
+#: on one xdist worker, beside the other tests (dealt out to whichever worker is free).
+SERIAL_GROUPS = {
+    "test_readme.py": "readme",
+    "test_deployment.py": "topologies",
+    "test_ray_cluster.py": "topologies",
+    "test_compose.py": "topologies",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of :data:`SERIAL_GROUPS` in their xdist groups (``--dist loadgroup``)."""
+    for item in items:
+        group = SERIAL_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
