@@ -7,7 +7,7 @@ holds and how large its data is (used for seeded sampling by partition id).
 
 from __future__ import annotations
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim.algorithms import client_of, cohort_plan
@@ -28,13 +28,18 @@ def train(msg: Message, context: Context) -> Message:
     return _algorithm(context).train(msg, context)
 
 
-def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Message] | None:
-    """Several train messages of one round answered at once (fedsim's own grids call this), or
-    None where the scenario trains each client on its own (see ``train.vectorise``)."""
+def answer_cohort(messages: list[Message], contexts: list[Context]) -> list[Message] | None:
+    """Several train (or several evaluate) messages of one round answered at once (fedsim's own
+    grids call this), or None where the scenario answers each client on its own (see
+    ``train.vectorise``)."""
     scenario = scenario_of(str(contexts[0].run_config["scenario"]))
     if scenario.train.vectorise == "off":  # the default: decided without serialising the scenario
         return None
-    handler = client_of(scenario.algorithm.name).train_cohort
+    handlers = client_of(scenario.algorithm.name)
+    kind = messages[0].metadata.message_type
+    handler = {MessageType.TRAIN: handlers.train_cohort, MessageType.EVALUATE: handlers.evaluate_cohort}.get(
+        kind
+    )
     if handler is None or not cohort_plan(scenario)[0]:
         return None
     return handler(messages, contexts)

@@ -27,11 +27,13 @@ CohortHandler = Callable[[list[Message], list[Context]], list[Message]]
 @dataclass(frozen=True)
 class ClientAlgorithm:
     """The client half of an algorithm: what it does on a train and an evaluate message,
-    and, where the algorithm allows it, on several train messages at once (a cohort)."""
+    and, where the algorithm allows it, on several train or evaluate messages at once (a
+    cohort: see ``train.vectorise``)."""
 
     train: Handler
     evaluate: Handler
     train_cohort: CohortHandler | None = None
+    evaluate_cohort: CohortHandler | None = None
 
 
 @dataclass

@@ -21,11 +21,13 @@ client's own local test distribution. The method in full: docs/algorithms/fedlog
 from __future__ import annotations
 
 import torch
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, persistent_linear, reply
-from fedsim.methods.fedloge import local_logits, worker_net
+from fedsim.clients.cohort import answer_groups, outputs_together, shared_time, train_together
+from fedsim.clients.common import ClientAlgorithm, ClientEnv, arrays_of, client_env, persistent_linear, reply
+from fedsim.cohort import Params
+from fedsim.methods.fedloge import FedLoGeNet, LocalTraining, local_logits, local_loss, worker_net
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
 from fedsim.training import Stats, make_optimizer, train_epochs
@@ -43,40 +45,88 @@ def local_head(
     return persistent_linear(context, PHI_KEY, AGE_KEY, feature_dim, num_classes, seed, pid, 0xF1)
 
 
+def _save_head(context: Context, phi: nn.Linear | Params, age: int) -> None:
+    """Keep phi_k (a head or its state_dict) and its new age in ``context.state``."""
+    state = phi.state_dict() if isinstance(phi, nn.Module) else phi
+    context.state[PHI_KEY] = state_to_arrays(state)
+    context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
+
+
 def train(msg: Message, context: Context) -> Message:
     """One round of FedLoGe local training."""
-    from flwr.app import ConfigRecord
-
     env = client_env(msg, context)
     with env.timed():
         net = worker_net(env.scenario)
         load_arrays(net, msg.content.array_records["arrays"])
         d, c = net.psi.in_features, net.psi.out_features
         phi, age = local_head(context, d, c, env.scenario.seed, env.partition_id)
-
-        def loss_fn(_model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            z = net.features(x)
-            logits = net.ssec_logits(z)
-            zd = z.detach()
-            ce = nn.functional.cross_entropy
-            return ce(logits, y) + ce(net.psi(zd), y) + ce(phi(zd), y), logits
-
+        model = LocalTraining(net, phi)
         spec = env.scenario.train
-        params = [*net.features.parameters(), *net.psi.parameters(), *phi.parameters()]
         stats = train_epochs(
-            net,
+            model,
             env.data.x_train,
             env.data.y_train,
             epochs=spec.local_epochs,
             batch_size=spec.batch_size,
-            optimizer=make_optimizer(params, spec.optimizer),
+            optimizer=make_optimizer(model.parameters(), spec.optimizer),
             generator=env.generator(),
-            loss_fn=loss_fn,
+            loss_fn=lambda m, x, y: local_loss(m(x), y),
         )
-        context.state[PHI_KEY] = state_to_arrays(phi.state_dict())
-        context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
+        _save_head(context, phi, age)
         arrays = arrays_of(net)
     return reply(msg, env, stats, arrays, **{"local-head-rounds": age + 1})
+
+
+def _train_group(messages: list[Message], envs: list[ClientEnv], contexts: list[Context]) -> list[Message]:
+    """:func:`train` for a group of messages, trained as one vectorised cohort (each client
+    from its own local head)."""
+    with shared_time(envs):
+        net = worker_net(envs[0].scenario)
+        load_arrays(net, messages[0].content.array_records["arrays"])
+        d, c = net.psi.in_features, net.psi.out_features
+        heads = [
+            local_head(ctx, d, c, env.scenario.seed, env.partition_id)
+            for ctx, env in zip(contexts, envs, strict=True)
+        ]
+        model = LocalTraining(net, heads[0][0])
+        own = [{f"phi.{k}": v for k, v in phi.state_dict().items()} for phi, _ in heads]
+        results, chunk = train_together(model, envs, own=own, criterion=local_loss)
+        replies = []
+        for msg, env, ctx, (_, age), (weights, stats) in zip(
+            messages, envs, contexts, heads, results, strict=True
+        ):
+            _save_head(ctx, {k[len("phi.") :]: v for k, v in weights.items() if k.startswith("phi.")}, age)
+            net.load_state_dict({k[len("net.") :]: v for k, v in weights.items() if k.startswith("net.")})
+            replies.append((msg, env, stats, arrays_of(net), age + 1))
+    return [
+        reply(m, e, s, a, **{"local-head-rounds": rounds, "cohort-chunk": chunk})
+        for m, e, s, a, rounds in replies
+    ]
+
+
+def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Message]:
+    """:func:`train` for several clients at once, trained as one vectorised cohort."""
+    return answer_groups(messages, contexts, _train_group)
+
+
+def _local_metrics(
+    net: FedLoGeNet, z: torch.Tensor, env: ClientEnv, context: Context
+) -> tuple[Stats, dict[str, float]]:
+    """Local accuracy from the features ``z`` of the client's local test set: phi_k + psi, and
+    realigned (GLA-FR), each also per class group; whether the client has its own head yet."""
+    d, c = net.psi.in_features, net.psi.out_features
+    y = env.data.y_test
+    present = present_classes(y, c)
+    phi, _ = local_head(context, d, c, env.scenario.seed, env.partition_id)
+    logits = mask_absent(phi(z) + net.psi(z), present)
+    realigned = local_logits(z, phi, net.psi, present)
+    loss = float(nn.functional.cross_entropy(logits, y)) if len(y) else 0.0
+    groups = local_class_groups(y, c)
+    metrics = local_accuracy(logits, y, groups)
+    metrics.update(local_accuracy(realigned, y, groups, "accuracy-realigned"))
+    acc = metrics.pop("accuracy")
+    metrics["has-local-head"] = float(PHI_KEY in context.state)
+    return Stats(loss, acc, len(y)), metrics
 
 
 @torch.no_grad()
@@ -91,22 +141,30 @@ def evaluate_local(msg: Message, context: Context) -> Message:
         net = worker_net(env.scenario)
         load_arrays(net, msg.content.array_records["arrays"])
         net.eval()
-        d, c = net.psi.in_features, net.psi.out_features
-        x, y = env.data.x_test, env.data.y_test
-        z = net.features(x)
-        present = present_classes(y, c)
-        phi, _ = local_head(context, d, c, env.scenario.seed, env.partition_id)
-        logits = mask_absent(phi(z) + net.psi(z), present)
-        realigned = local_logits(z, phi, net.psi, present)
-        loss = float(nn.functional.cross_entropy(logits, y)) if len(y) else 0.0
-        groups = local_class_groups(y, c)
-        metrics = local_accuracy(logits, y, groups)
-        metrics.update(local_accuracy(realigned, y, groups, "accuracy-realigned"))
-        acc = metrics.pop("accuracy")
-    return reply(
-        msg, env, Stats(loss, acc, len(y)), **metrics, **{"has-local-head": float(PHI_KEY in context.state)}
-    )
+        stats, metrics = _local_metrics(net, net.features(env.data.x_test), env, context)
+    return reply(msg, env, stats, **metrics)
+
+
+@torch.no_grad()
+def evaluate_cohort(messages: list[Message], contexts: list[Context]) -> list[Message]:
+    """:func:`evaluate_local` for several clients at once: one batched pass of the backbone."""
+
+    def answer(messages: list[Message], envs: list[ClientEnv], contexts: list[Context]) -> list[Message]:
+        with shared_time(envs):
+            net = worker_net(envs[0].scenario)
+            load_arrays(net, messages[0].content.array_records["arrays"])
+            net.eval()
+            features = outputs_together(net.features, [env.data.x_test for env in envs])
+            results = [
+                _local_metrics(net, z, e, ctx) for z, e, ctx in zip(features, envs, contexts, strict=True)
+            ]
+        together = {"cohort-chunk": len(envs)}
+        return [reply(m, e, s, **x, **together) for m, e, (s, x) in zip(messages, envs, results, strict=True)]
+
+    return answer_groups(messages, contexts, answer)
 
 
 #: The client half, registered with the server half in :mod:`fedsim.algorithms`.
-HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local)
+HANDLERS = ClientAlgorithm(
+    train=train, evaluate=evaluate_local, train_cohort=train_cohort, evaluate_cohort=evaluate_cohort
+)

@@ -10,9 +10,9 @@ import torch
 from flwr.app import Context, Message
 from torch import nn
 
-from fedsim.clients.cohort import cohort_replies
+from fedsim.clients.cohort import answer_groups
 from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
-from fedsim.clients.fedavg import evaluate_local
+from fedsim.clients.fedavg import evaluate_cohort, evaluate_local, train_group
 from fedsim.methods.fedprox import MU_KEY
 from fedsim.training import cross_entropy, make_optimizer, train_epochs
 
@@ -54,10 +54,12 @@ def train(msg: Message, context: Context) -> Message:
 
 def train_cohort(messages: list[Message], contexts: list[Context]) -> list[Message]:
     """:func:`train` for several clients at once, trained as one vectorised cohort."""
-    return cohort_replies(
-        messages, contexts, lambda msg: scalar(msg.content.config_records["config"][MU_KEY])
+    return answer_groups(
+        messages, contexts, train_group(lambda msg: scalar(msg.content.config_records["config"][MU_KEY]))
     )
 
 
 #: The client half, registered with the server half in :mod:`fedsim.algorithms`.
-HANDLERS = ClientAlgorithm(train=train, evaluate=evaluate_local, train_cohort=train_cohort)
+HANDLERS = ClientAlgorithm(
+    train=train, evaluate=evaluate_local, train_cohort=train_cohort, evaluate_cohort=evaluate_cohort
+)

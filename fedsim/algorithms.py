@@ -113,7 +113,8 @@ def _cohort_plan(scenario: Scenario) -> tuple[bool, str]:
     if not (runtime.name == "inprocess" or (runtime.name == "ray" and runtime.engine == "fedsim")):
         why = f"runtime {runtime.name} hands each client its messages one at a time"
     elif client_of(name).train_cohort is None:
-        why = f"algorithm {name} has no cohort trainer (fedavg and fedprox have)"
+        have = ", ".join(sorted(k for k in ALGORITHMS.names() if client_of(k).train_cohort is not None))
+        why = f"algorithm {name} has no cohort trainer ({have} have)"
     else:
         layer = unsupported_layer(new_model(scenario))
         why = f"model layer {layer} prevents it" if layer else ""

@@ -13,7 +13,7 @@ from typing import Any
 SERVERAPP = "fedsim.server.app:app"
 CLIENTAPP = "fedsim.clients.app:app"
 #: Trains several train messages of one round at once (fedsim's own grids only).
-COHORT_HANDLER = "fedsim.clients.app:train_cohort"
+COHORT_HANDLER = "fedsim.clients.app:answer_cohort"
 
 #: The Flower App configuration: the same as ``[tool.flwr.app]`` in pyproject.toml
 #: (a test keeps them equal). Runtimes that go through ``flwr run`` submit a small

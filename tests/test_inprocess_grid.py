@@ -73,7 +73,7 @@ def test_the_grid_tells_progress_as_a_batch_is_answered() -> None:
     assert bar._progress.tasks[0].fields["info"] == "acc 0.500  clients 2/3"
 
 
-def test_a_cohort_hook_answers_train_messages_together_declines_or_fails_them_all() -> None:
+def test_a_cohort_hook_answers_messages_of_one_type_together_declines_or_fails_them_all() -> None:
     seen: list[list[int]] = []
     mode = ["answer"]
 
@@ -98,6 +98,9 @@ def test_a_cohort_hook_answers_train_messages_together_declines_or_fails_them_al
     assert seen == [[0, 1]]
     assert [int(r.content["m"]["cohort"]) for r in (replies[0], replies[2])] == [1, 1]
     assert replies[1].has_error()  # this app has no evaluate function
+    evaluate = [Message(SHARED[0], dst_node_id=n, message_type=MessageType.EVALUATE) for n in ids]
+    replies = list(grid.send_and_receive(evaluate))  # several evaluate messages: together too
+    assert seen[-1] == [0, 1, 2] and [int(r.content["m"]["cohort"]) for r in replies] == [1, 1, 1]
     mode[0] = "decline"
     replies = batch()  # declined: each train message goes to the ClientApp
     assert [int(replies[i].content["m"]["n"]) for i in (0, 2)] == [1, 1]

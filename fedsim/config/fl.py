@@ -80,6 +80,11 @@ class TrainSpec(Strict):
     vectorise: Literal["off", "on", "auto"] = Field(
         "off", description="train a round's clients as one vectorised cohort (auto: where supported)"
     )
+    cohort_memory_mb: float = Field(
+        1024,
+        gt=0,
+        description="memory budget of one chunk of a vectorised cohort (weights, optimiser, activations)",
+    )
 
     @field_validator("vectorise", mode="before")
     @classmethod

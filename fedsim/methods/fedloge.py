@@ -186,6 +186,31 @@ class FedLoGeNet(nn.Module):
         return self.ssec_logits(self.features(x))
 
 
+class LocalTraining(nn.Module):
+    """What a client trains in a round: the network and its local head phi_k. ``forward``
+    gives the logits of FedLoGe's three losses (:func:`local_loss`): SSE-C on z, psi and
+    phi_k on z detached, so each loss reaches only its own parameters."""
+
+    def __init__(self, net: FedLoGeNet, phi: nn.Linear) -> None:
+        super().__init__()
+        self.net, self.phi = net, phi
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(SSE-C logits, psi logits, phi_k logits) of ``x``."""
+        z = self.net.features(x)
+        logits = self.net.ssec_logits(z)
+        zd = z.detach()
+        return logits, self.net.psi(zd), self.phi(zd)
+
+
+def local_loss(outputs: object, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_bb + L_aux + L_loc of :class:`LocalTraining`'s outputs, and the SSE-C logits."""
+    assert isinstance(outputs, tuple)
+    logits, psi, phi = outputs
+    ce = nn.functional.cross_entropy
+    return ce(logits, y) + ce(psi, y) + ce(phi, y), logits
+
+
 def params_of(scenario: Scenario) -> FedLoGeParams:
     """The scenario's validated FedLoGe parameters."""
     return FedLoGeParams.model_validate(scenario.algorithm.params)

@@ -108,6 +108,10 @@ class LocalGrid(Grid):
         raise NotImplementedError
 
 
+#: The message types a cohort hook may answer together.
+COHORT_KINDS = (MessageType.TRAIN, MessageType.EVALUATE)
+
+
 class InProcessGrid(LocalGrid):
     """Delivers messages straight to a ClientApp in this process, one after another."""
 
@@ -122,7 +126,8 @@ class InProcessGrid(LocalGrid):
     ) -> None:
         """``partitions``: the nodes this grid holds (all ``num_nodes`` by default; a worker of
         the sharded runtime holds its shard). ``cohort``: answers several train messages of a
-        batch at once, or declines (None); each message goes to the ClientApp otherwise."""
+        batch (or several evaluate messages) at once, or declines (None); each message goes
+        to the ClientApp otherwise."""
         super().__init__(num_nodes, run_id)
         self._app = client_app
         self._cohort = cohort
@@ -153,17 +158,21 @@ class InProcessGrid(LocalGrid):
     num_workers = 1
 
     def deliver(self, messages: list[Message]) -> list[Message]:
-        """Each message executed now: the train messages together where the cohort hook takes
-        them, the others one after another; replies in the order of ``messages``."""
+        """Each message executed now: the train messages together, and the evaluate messages
+        together, where the cohort hook takes them, the others one after another; replies in
+        the order of ``messages``."""
         replies: list[Message | None] = [None] * len(messages)
-        train = [i for i, m in enumerate(messages) if m.metadata.message_type == MessageType.TRAIN]
         done = 0
-        if self._cohort is not None and len(train) > 1:
-            for i, reply in zip(train, self._together([messages[i] for i in train]), strict=True):
+        for kind in COHORT_KINDS if self._cohort is not None else ():
+            same = [i for i, m in enumerate(messages) if m.metadata.message_type == kind]
+            if len(same) < 2:
+                continue
+            for i, reply in zip(same, self._together([messages[i] for i in same]), strict=True):
                 replies[i] = reply
-            done = sum(r is not None for r in replies)
-            if done and self.on_progress:
-                self.on_progress(done, len(messages))
+            now = sum(r is not None for r in replies)
+            if now > done and self.on_progress:
+                self.on_progress(now, len(messages))
+            done = now
         for i, msg in enumerate(messages):
             if replies[i] is None:
                 replies[i] = self.execute(msg)
