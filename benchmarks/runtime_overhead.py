@@ -54,7 +54,7 @@ DEFAULT_WORKLOADS = "100x50,1000x50,10000x20,100000x10,fedloge10000x20"
 #: ways whose clients train as vectorised cohorts (train.vectorise: on), and the algorithms
 #: that have a cohort trainer
 VECTORISED = {"v1", "v2"}
-COHORT_ALGORITHMS = {"fedavg", "fedprox"}
+COHORT_ALGORITHMS = {"fedavg", "fedprox", "fedloge"}
 #: way -> its runtime section (plain: no runtime)
 WAYS = {
     "plain": None,

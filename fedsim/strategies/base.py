@@ -21,7 +21,7 @@ from fedsim.config import Scenario
 from fedsim.records import weighted_average
 
 #: Metric keys a client reports for bookkeeping; they are not averaged.
-BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s")
+BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s", "cohort-chunk")
 
 
 @dataclass(frozen=True)
