@@ -11,8 +11,9 @@ from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim.algorithms import client_of, cohort_plan
-from fedsim.clients.common import ClientAlgorithm
+from fedsim.clients.common import ClientAlgorithm, client_env
 from fedsim.data.export import node_partition
+from fedsim.faults import misbehave
 from fedsim.workspace import scenario_of
 
 app = ClientApp()
@@ -24,8 +25,13 @@ def _algorithm(context: Context) -> ClientAlgorithm:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Run the algorithm's local training."""
-    return _algorithm(context).train(msg, context)
+    """Run the algorithm's local training (committing the faults the scenario injects)."""
+    scenario = scenario_of(str(context.run_config["scenario"]))
+    handler = client_of(scenario.algorithm.name).train
+    if not scenario.faults.injected():
+        return handler(msg, context)
+    env = client_env(msg, context)
+    return misbehave(scenario, env.server_round, env.partition_id, msg, lambda: handler(msg, context))
 
 
 def answer_cohort(messages: list[Message], contexts: list[Context]) -> list[Message] | None:

@@ -27,13 +27,14 @@ from fedsim.clients import fedprox as fedprox_client
 from fedsim.clients import pfedpg as pfedpg_client
 from fedsim.clients.common import ClientAlgorithm
 from fedsim.cohort import unsupported_layer
-from fedsim.config import NoParams, Scenario
+from fedsim.config import Scenario
 from fedsim.errors import UserError
 from fedsim.memo import Memo, memo
 from fedsim.methods.creamfl import CreamFLParams
 from fedsim.methods.fedloge import FedLoGeParams
 from fedsim.methods.fedprox import FedProxParams
 from fedsim.methods.pfedpg import VARIANTS, PromptParams, Variant, pretrain_command
+from fedsim.methods.robust import AggregationParams
 from fedsim.registry import Registry
 from fedsim.strategies.base import FedsimStrategyMixin
 from fedsim.strategies.creamfl import CreamFL
@@ -112,6 +113,8 @@ def _cohort_plan(scenario: Scenario) -> tuple[bool, str]:
     why = ""
     if not (runtime.name == "inprocess" or (runtime.name == "ray" and runtime.engine == "fedsim")):
         why = f"runtime {runtime.name} hands each client its messages one at a time"
+    elif scenario.faults.injected():
+        why = "faults are injected (each client commits its own in its own call)"
     elif client_of(name).train_cohort is None:
         have = ", ".join(sorted(k for k in ALGORITHMS.names() if client_of(k).train_cohort is not None))
         why = f"algorithm {name} has no cohort trainer ({have} have)"
@@ -141,8 +144,8 @@ register(
     Algorithm(
         "fedavg",
         "Federated averaging (McMahan et al. 2017)",
-        NoParams,
-        lambda scenario, params: FedAvg(scenario),
+        AggregationParams,
+        lambda scenario, params: FedAvg(scenario, params),
         fedavg_client.HANDLERS,
     )
 )
@@ -151,7 +154,7 @@ register(
         "fedprox",
         "FedAvg with a proximal term (Li et al. 2020)",
         FedProxParams,
-        lambda scenario, params: FedProx(scenario, params.mu),
+        lambda scenario, params: FedProx(scenario, params),
         fedprox_client.HANDLERS,
     )
 )

@@ -33,6 +33,7 @@ from fedsim.config.bench import (
 )
 from fedsim.config.bottlefit import Experiment, ImageDataSpec
 from fedsim.config.common import DatasetSpec, LinkSpec, OutputSpec
+from fedsim.config.faults import CorruptFault, FaultRate, FaultsSpec, HangFault
 from fedsim.config.files import (
     ConfigError,
     apply_overrides,
@@ -82,9 +83,13 @@ __all__ = [
     "BenchModelSpec",
     "Component",
     "ConfigError",
+    "CorruptFault",
     "DatasetSpec",
     "Document",
     "Experiment",
+    "FaultRate",
+    "FaultsSpec",
+    "HangFault",
     "ImageDataSpec",
     "LinkSpec",
     "NoParams",

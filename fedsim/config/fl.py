@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fedsim.config.base import NAME_PATTERN, Component, Document, Strict
 from fedsim.config.common import DatasetSpec, OutputSpec
+from fedsim.config.faults import FaultsSpec
 
 
 class LongTail(Strict):
@@ -245,6 +246,16 @@ class Scenario(Document):
     runtime: RuntimeSpec = RuntimeSpec()
     output: FLOutputSpec = FLOutputSpec()
     system: SystemSpec | None = None
+    faults: FaultsSpec = FaultsSpec()
+
+    @model_validator(mode="after")
+    def _retry_without_clock(self) -> Scenario:
+        if self.faults.on_too_few == "retry" and self.system is not None:
+            raise ValueError(
+                "faults.on_too_few: retry cannot be used with a system: section (its virtual clock times "
+                "one sample per round); expected skip or fail"
+            )
+        return self
 
 
 def scenario_from_json(text: str) -> Scenario:

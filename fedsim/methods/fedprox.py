@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fedsim.config import Params
+from fedsim.methods.robust import AggregationParams
 
 #: Key of mu in every train config.
 MU_KEY = "proximal-mu"
 
 
-class FedProxParams(Params):
-    """FedProx's proximal weight."""
+class FedProxParams(AggregationParams):
+    """FedProx's proximal weight, and how the server combines the weights (as FedAvg)."""
 
     mu: float = Field(0.01, ge=0, description="weight of the proximal term")

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -22,7 +22,9 @@ from flwr.serverapp import Grid
 
 from fedsim.config import Scenario
 from fedsim.errors import RunFailed
+from fedsim.faults import DROPPED_KEY, HANG_KEY, faults_of
 from fedsim.records import record_nbytes
+from fedsim.server.screening import problem
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
 from fedsim.system.clock import SystemModel
 from fedsim.workspace import federated_data
@@ -91,16 +93,27 @@ def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_
     return sorted(nodes, key=lambda n: n.partition_id)
 
 
+#: Metrics only some replies carry (a cohort's chunk, an injected fault's mark): kept in the
+#: clients' rows and taken out of the replies before aggregation.
+OPTIONAL_METRICS = ("cohort-chunk", HANG_KEY, DROPPED_KEY)
+
+
 def _client_rows(
     server_round: int,
     phase: str,
     sent: Sequence[Message],
     replies: Iterable[Message],
     strategy: FedsimStrategyMixin,
+    template: ArrayRecord | None = None,
 ) -> tuple[list[dict[str, Any]], list[Message]]:
+    """A row per reply (its metrics, its error, or why it is rejected: see
+    :mod:`fedsim.server.screening`) and the replies accepted for aggregation."""
     down = {m.metadata.dst_node_id: record_nbytes(m.content) for m in sent}
-    rows, ok = [], []
-    for reply in strategy.ordered(replies):
+    asked = set(down)
+    known = [r for r in replies if r.metadata.src_node_id in strategy.node_ids]
+    rows: list[dict[str, Any]] = []
+    ok = []
+    for reply in strategy.ordered(known):
         node = reply.metadata.src_node_id
         row: dict[str, Any] = {
             "round": server_round,
@@ -111,14 +124,32 @@ def _client_rows(
         if reply.has_error():
             row["error"] = reply.error.reason
         else:
-            ok.append(reply)
             metrics = next(iter(reply.content.metric_records.values()))
             row["bytes_up"] = record_nbytes(reply.content)
             for key, value in metrics.items():
                 if key != "partition-id":  # NaN (no value, e.g. an empty class group): null
                     missing = isinstance(value, float) and math.isnan(value)
                     row[key.replace("-", "_")] = None if missing else value
+            reason = problem(reply, asked, template)
+            for key in OPTIONAL_METRICS:  # recorded in the row; Flower's check wants the same keys
+                metrics.pop(key, None)
+            if reason is None:
+                ok.append(reply)
+            else:
+                row["rejected"] = reason
         rows.append(row)
+    for reply in replies:  # from nodes the run does not know
+        if reply.metadata.src_node_id not in strategy.node_ids:
+            reason = problem(reply, asked, None)
+            rows.append(
+                {
+                    "round": server_round,
+                    "phase": phase,
+                    "partition_id": None,
+                    "bytes_down": 0,
+                    "rejected": reason,
+                }
+            )
     return rows, ok
 
 
@@ -205,17 +236,7 @@ class RoundLoop:
         strategy, grid, system = self.strategy, self.grid, self.system
         if system is not None:
             strategy.eligible, strategy.cohort_size = system.start_round(self.scenario.clients.per_round())
-        with timed("dispatch"):
-            train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
-        with timed("clients"):
-            replies = list(grid.send_and_receive(train_msgs))
-        with timed("aggregation"):
-            rows, ok = _client_rows(server_round, "train", train_msgs, replies, strategy)
-        if train_msgs and not ok:
-            raise RunFailed(f"round {server_round}: every client failed; first error: {rows[0].get('error')}")
-        if system is not None:  # dropped and late updates are discarded before aggregation
-            kept = system.settle(server_round, rows)
-            ok = [r for r in ok if strategy.partition_of(r) in kept]
+        train_msgs, rows, ok, skipped = self._train_replies(server_round, timed)
         with timed("aggregation"):
             arrays, train_metrics = strategy.aggregate_train(server_round, ok) if ok else (None, None)
         if arrays is not None:
@@ -224,6 +245,9 @@ class RoundLoop:
             "round": server_round,
             "clients_sampled": len(train_msgs),
             "clients_ok": len(ok),
+            "clients_rejected": sum("rejected" in r for r in rows),
+            "skipped": skipped,
+            "retries": strategy.attempt,
             "bytes_down": sum(r["bytes_down"] for r in rows),
             "bytes_up": sum(r.get("bytes_up", 0) for r in rows),
         }
@@ -249,7 +273,65 @@ class RoundLoop:
             with timed("server_evaluation"):
                 metrics.update(strategy.server_evaluate(server_round, self.arrays))
         metrics["elapsed_s"] = self.elapsed_s
+        strategy.attempt = 0
         return RoundResult(server_round, metrics, rows)
+
+    def _train_replies(
+        self, server_round: int, timed: Callable[[str], contextlib.AbstractContextManager[None]]
+    ) -> tuple[list[Message], list[dict[str, Any]], list[Message], bool]:
+        """Send the round's train messages and screen the replies; with fewer than clients.min
+        accepted, do what ``faults.on_too_few`` says. The messages sent (the last sample), the
+        rows of every sample, the accepted replies, and whether the round is skipped."""
+        strategy, grid, system, faults = self.strategy, self.grid, self.system, self.scenario.faults
+        rows: list[dict[str, Any]] = []
+        while True:
+            with timed("dispatch"):
+                train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
+            with timed("clients"):
+                replies = list(grid.send_and_receive(train_msgs))
+            with timed("aggregation"):
+                got, ok = _client_rows(
+                    server_round, "train", train_msgs, replies, strategy, strategy.reply_template()
+                )
+            self._note_faults(server_round, got)
+            rows += got
+            if train_msgs and got and all("error" in r for r in got) and not faults.injected():
+                raise RunFailed(
+                    f"round {server_round}: every client failed; first error: {got[0].get('error')}"
+                )
+            if system is not None:  # dropped and late updates are discarded before aggregation
+                kept = system.settle(server_round, got)
+                ok = [r for r in ok if strategy.partition_of(r) in kept]
+            need = min(self.scenario.clients.min, len(train_msgs))
+            if len(ok) >= need:
+                return train_msgs, rows, ok, not ok
+            problems = [
+                str(r.get("error") or r.get("rejected")) for r in got if "error" in r or "rejected" in r
+            ]
+            first = problems[0].splitlines()[0] if problems else None
+            too_few = (
+                f"round {server_round}: {len(ok)} of {len(train_msgs)} replies accepted, fewer than "
+                f"clients.min={self.scenario.clients.min}"
+            )
+            if faults.on_too_few == "fail":
+                raise RunFailed(f"{too_few} (faults.on_too_few: fail); first problem: {first}")
+            if faults.on_too_few == "retry" and strategy.attempt < faults.retries:
+                strategy.attempt += 1
+                continue
+            return train_msgs, rows, [], True
+
+    def _note_faults(self, server_round: int, rows: list[dict[str, Any]]) -> None:
+        """Each train row's injected faults (``fault``: their names joined by ``+``), if any."""
+        if not self.scenario.faults.injected():
+            return
+        for row in rows:
+            if row.get("partition_id") is not None:
+                names = faults_of(
+                    self.scenario, server_round, int(row["partition_id"]), self.strategy.attempt
+                )
+                row["fault"] = "+".join(names) or None
+                if self.strategy.attempt:
+                    row["attempt"] = self.strategy.attempt
 
     def run(self, stop_after: int | None = None) -> None:
         """Run the remaining rounds (or up to ``stop_after``)."""

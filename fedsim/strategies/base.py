@@ -20,8 +20,14 @@ from flwr.serverapp import Grid
 from fedsim.config import Scenario
 from fedsim.records import weighted_average
 
+#: Purpose of a retried round's samples (plus the attempt), apart from training (0) and
+#: evaluation (1).
+RETRY_PURPOSE = 0x7E7
+#: Train-config key of a retried round's attempt (absent in a round's first sample).
+ATTEMPT_KEY = "attempt"
+
 #: Metric keys a client reports for bookkeeping; they are not averaged.
-BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s", "cohort-chunk")
+BOOKKEEPING_KEYS = ("partition-id", "compute-s", "cpu-s", "cohort-chunk", "fault-hang-s")
 
 
 @dataclass(frozen=True)
@@ -133,12 +139,17 @@ class FedsimStrategyMixin:
     #: the next training round (None: all) and how many to sample (None: clients.per_round()).
     eligible: Collection[int] | None = None
     cohort_size: int | None = None
+    #: Set by the round loop: 0, or the how-many-th new sample of a retried round.
+    attempt: int = 0
+    #: The global arrays of the round being trained (set by :meth:`configure_train`).
+    global_arrays: ArrayRecord
 
     def setup(self, scenario: Scenario, nodes: list[NodeInfo]) -> None:
         """Called once by the round loop before the first round."""
         self.scenario = scenario
         self.nodes = sorted(nodes, key=lambda n: n.partition_id)
         self._pid_of = {n.node_id: n.partition_id for n in self.nodes}
+        self.node_ids = frozenset(self._pid_of)
 
     # -- sampling ---------------------------------------------------------------
 
@@ -181,8 +192,14 @@ class FedsimStrategyMixin:
     ) -> Iterable[Message]:
         """Sample the cohort and build one train message per node."""
         count = self.cohort_size if self.cohort_size is not None else self.scenario.clients.per_round()
-        chosen = self.sample(server_round, 0, count, self.eligible)
-        cfg = ConfigRecord({**dict(config), **self.train_config(server_round), "server-round": server_round})
+        # a retried round (faults.on_too_few: retry) draws a new sample, and tells the clients
+        purpose = 0 if not self.attempt else RETRY_PURPOSE + self.attempt
+        chosen = self.sample(server_round, purpose, count, self.eligible)
+        self.global_arrays = arrays
+        retry = {ATTEMPT_KEY: self.attempt} if self.attempt else {}
+        cfg = ConfigRecord(
+            {**dict(config), **self.train_config(server_round), "server-round": server_round, **retry}
+        )
         self._shared_content = RecordDict({"arrays": arrays, "config": cfg})
         return [
             Message(
@@ -229,8 +246,17 @@ class FedsimStrategyMixin:
         contents = [m.content for m in valid]
         key = self.weighted_by_key  # type: ignore[attr-defined]  # from Flower FedAvg, mixed in
         weights = [float(next(iter(c.metric_records.values()))[key]) for c in contents]
-        arrays = weighted_average([next(iter(c.array_records.values())) for c in contents], weights)
+        arrays = self.combine([next(iter(c.array_records.values())) for c in contents], weights)
         return arrays, self.train_metrics_aggr_fn(contents, key)  # type: ignore[attr-defined]  # Flower FedAvg mixed in
+
+    def combine(self, records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
+        """The new global arrays from the accepted replies' arrays (sample-weighted mean)."""
+        return weighted_average(records, weights)
+
+    def reply_template(self) -> ArrayRecord | None:
+        """Arrays whose keys, shapes and dtypes every train reply's arrays must have (None: any;
+        each float array must still be finite)."""
+        return None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Flower's aggregation over replies in partition order."""

@@ -1,22 +1,25 @@
 """FedAvg (McMahan et al., AISTATS 2017, https://arxiv.org/abs/1602.05629).
 
 w_{t+1} = sum_k (n_k / n) w_{t+1}^k over the sampled clients k, where n_k is the
-number of training examples of client k. Aggregation is Flower's
-``FedAvg.aggregate_train``; fedsim adds seeded sampling by partition id.
+number of training examples of client k; fedsim adds seeded sampling by partition id. The
+``aggregator`` parameter swaps the mean for a robust aggregator (:mod:`fedsim.methods.robust`).
 """
 
 from __future__ import annotations
 
+from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.config import Scenario
+from fedsim.methods.robust import AggregationParams, aggregate
 from fedsim.strategies.base import FedsimStrategyMixin, aggregate_evaluation, aggregate_metrics
 
 
 class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
-    """Flower's FedAvg with fedsim's sampling."""
+    """Flower's FedAvg with fedsim's sampling, and the scenario's aggregator."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, params: AggregationParams | None = None) -> None:
+        self.aggregation = params or AggregationParams()
         super().__init__(
             fraction_train=scenario.clients.fraction,
             fraction_evaluate=scenario.evaluation.client_fraction,
@@ -26,3 +29,11 @@ class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
             train_metrics_aggr_fn=aggregate_metrics,
             evaluate_metrics_aggr_fn=aggregate_evaluation,
         )
+
+    def combine(self, records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
+        """The scenario's aggregator over the accepted replies."""
+        return aggregate(records, weights, self.global_arrays, self.aggregation)
+
+    def reply_template(self) -> ArrayRecord | None:
+        """A reply's arrays are the global model's: same keys, shapes and dtypes."""
+        return self.global_arrays

@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim.config import Scenario
-from fedsim.methods.fedprox import MU_KEY
+from fedsim.methods.fedprox import MU_KEY, FedProxParams
 from fedsim.strategies.fedavg import FedAvg
 
 
 class FedProx(FedAvg):
     """FedAvg plus ``proximal-mu`` in every train config."""
 
-    def __init__(self, scenario: Scenario, mu: float) -> None:
-        super().__init__(scenario)
-        self.proximal_mu = mu
+    def __init__(self, scenario: Scenario, params: FedProxParams) -> None:
+        super().__init__(scenario, params)
+        self.proximal_mu = params.mu
 
     def train_config(self, server_round: int) -> dict[str, Any]:
         """Add the proximal weight, under Flower's key."""

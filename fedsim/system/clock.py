@@ -180,7 +180,8 @@ class SystemModel:
         u_down, u_up = np.random.default_rng([self.scenario.seed, server_round, pid, JITTER_TAG]).random(2)
         return ClientTiming(
             download_s=direction_transfer_s(int(row.get("bytes_down", 0)), link, "downlink", float(u_down)),
-            compute_s=self.compute_s(self.scenario, device, row),
+            # an injected hang (faults.hang) makes the client's reply that much later
+            compute_s=self.compute_s(self.scenario, device, row) + float(row.get("fault_hang_s") or 0.0),
             upload_s=direction_transfer_s(int(row.get("bytes_up", 0)), link, "uplink", float(u_up)),
         )
 
