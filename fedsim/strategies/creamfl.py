@@ -135,6 +135,8 @@ _EVAL_NETS: Memo[MultimodalNet] = memo("creamfl.eval_net", 4)  # key: scenario J
 class CreamFL(FedAvg):
     """Server of CreamFL: public training, representation broadcast, ensemble, distillation."""
 
+    replies_are_the_model = False  # replies are checked for NaN/Inf only
+
     stateful_clients = True
 
     def __init__(self, scenario: Scenario, params: CreamFLParams) -> None:

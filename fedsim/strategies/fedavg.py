@@ -34,6 +34,10 @@ class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
         """The scenario's aggregator over the accepted replies."""
         return aggregate(records, weights, self.global_arrays, self.aggregation)
 
+    #: Whether a client replies with the global model's arrays, trained (False where an
+    #: algorithm built on FedAvg sends something else back: prompts, representations).
+    replies_are_the_model = True
+
     def reply_template(self) -> ArrayRecord | None:
         """A reply's arrays are the global model's: same keys, shapes and dtypes."""
-        return self.global_arrays
+        return self.global_arrays if self.replies_are_the_model else None

@@ -164,6 +164,8 @@ def rule_for(variant: Variant, scenario: Scenario) -> PromptRule:
 class PromptStrategy(FedAvg):
     """Sampling and metrics of FedAvg; prompts per client (by the variant's rule) instead of a model."""
 
+    replies_are_the_model = False  # replies are checked for NaN/Inf only
+
     stateful_clients = True
 
     def __init__(self, scenario: Scenario, variant: Variant) -> None:
