@@ -35,8 +35,12 @@ def serve(
         Path | None, typer.Option(help="File holding the bearer token clients must send.")
     ] = None,
     port_file: Annotated[Path | None, typer.Option(help="Write the bound port here once serving.")] = None,
+    grace_s: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM/SIGINT: seconds the calls in flight get to finish.")
+    ] = 5.0,
 ) -> None:
-    """Serve the split models' tails and the whole model over gRPC until interrupted."""
+    """Serve the split models' tails and the whole model over gRPC until interrupted (SIGTERM or
+    SIGINT drain it: health NOT_SERVING, new calls refused, calls in flight finished)."""
     import logging
     import signal
     import threading
@@ -59,15 +63,22 @@ def serve(
     server = TailServer(model, config)
     bound = server.start()
     done = threading.Event()
+    got: list[str] = []
+
+    def on_signal(sig: int, _frame: object) -> None:
+        got.append(signal.Signals(sig).name)
+        done.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, on_signal)
     if port_file is not None:
         tmp = port_file.with_name(f".{port_file.name}.tmp")
         tmp.write_text(f"{bound}\n")
         tmp.replace(port_file)
     console.print(f"serving {server.model.manifest['name']} on {host}:{bound}", highlight=False)
     done.wait()
-    server.stop(grace=2.0)
+    logging.getLogger("fedsim.edge.server").info("%s received: stopping", got[0] if got else "stop")
+    server.stop(grace=grace_s)
 
 
 class Mode(StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -46,7 +47,22 @@ class EdgeService(rpc.EdgeInferenceServicer):
         self.time_scale = time_scale
         self.slots = threading.Semaphore(config.workers)
         self.failures = 0
+        #: calls being answered now, and answered in all (read when draining)
+        self.in_flight = 0
+        self.answered = 0
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """Count one call in flight while it is answered."""
+        with self._lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.answered += 1
 
     # -- helpers
     def _fail(self, method: str, request_id: int, context: grpc.ServicerContext, err: BadInput) -> None:
@@ -141,7 +157,8 @@ class EdgeService(rpc.EdgeInferenceServicer):
 
     def Infer(self, request: pb.InferRequest, context: grpc.ServicerContext) -> pb.InferReply:
         try:
-            return self._serve(request, context)
+            with self._call():
+                return self._serve(request, context)
         except BadInput as err:
             self._fail("Infer", request.request_id, context, err)
             context.abort(err.code, err.message)
@@ -152,7 +169,9 @@ class EdgeService(rpc.EdgeInferenceServicer):
     ) -> Iterator[pb.InferReply]:
         for request in requests:
             try:
-                yield self._serve(request, context)
+                with self._call():
+                    reply = self._serve(request, context)
+                yield reply
             except BadInput as err:
                 self._fail("InferStream", request.request_id, context, err)
                 yield pb.InferReply(

@@ -69,11 +69,23 @@ class TailServer:
         return port
 
     def stop(self, grace: float | None = 1.0) -> None:
-        """Stop serving (in-flight calls get ``grace`` seconds); idempotent."""
+        """Drain and stop; idempotent. Health turns NOT_SERVING first, new calls are refused,
+        the calls in flight get ``grace`` seconds to finish; the drain is logged."""
         if self._server is not None:
-            self.health.enter_graceful_shutdown()
+            self.health.enter_graceful_shutdown()  # NOT_SERVING for every service
+            svc = self.service
+            before, answered = svc.in_flight, svc.answered
+            log.info(
+                "draining: health NOT_SERVING, new calls refused, %d in flight, up to %s s for them",
+                before,
+                "unlimited" if grace is None else f"{grace:g}",
+            )
             self._server.stop(grace).wait()
             self._server = None
+            finished = svc.answered - answered
+            log.info(
+                "stopped: %d of %d calls in flight finished, %d cut off", finished, before, svc.in_flight
+            )
 
     def wait(self) -> None:
         """Block until the server stops."""

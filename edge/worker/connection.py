@@ -1,7 +1,8 @@
 """The worker's channel to the tail server, and sending a request with shaping and retries.
 
 A call that fails with UNAVAILABLE (server gone, restarting) or RESOURCE_EXHAUSTED (a full
-queue) is retried with exponential backoff up to ``retries`` times; other statuses fail the
+queue) is retried up to ``retries`` times, with exponential backoff and jitter spread over
+the request's deadline (``timeout_s``, see :func:`backoff_s`); other statuses fail the
 request at once.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,9 @@ from fedsim.edge.worker.config import WorkerConfig
 from fedsim.errors import UserError
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+#: The shortest time an attempt is given, even when the deadline is (nearly) reached.
+MIN_ATTEMPT_S = 0.05
+_JITTER = random.Random()
 
 
 class Connection:
@@ -154,10 +159,16 @@ class _Stream:
 def send(
     conn: Connection, request: bytes, shaper: Shaper, meter: Meter, config: WorkerConfig
 ) -> tuple[bytes | None, int, str, float]:
-    """Send ``request`` (shaped, retried); returns (reply, attempts, error, seconds in the call)."""
+    """Send ``request`` (shaped, retried); returns (reply, attempts, error, seconds in the call).
+
+    The request has ``timeout_s`` in all: each attempt gets the time left, and the retries'
+    waits (:func:`backoff_s`) are spread over that deadline, so an outage of the server
+    shorter than the deadline costs time, not the request.
+    """
     cfg = config
     attempts, error = 0, ""
     t0 = time.monotonic()
+    deadline = t0 + cfg.timeout_s
     while True:
         attempts += 1
         try:
@@ -167,7 +178,8 @@ def send(
             if cfg.stream:
                 reply = conn.stream().exchange(request)
             else:
-                reply = conn.infer(request, timeout=cfg.timeout_s, metadata=conn.metadata)
+                left = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
+                reply = conn.infer(request, timeout=left, metadata=conn.metadata)
             meter.radio(True)
             shaper.downlink(len(reply))
             meter.radio(False)
@@ -181,4 +193,25 @@ def send(
                 conn.drop_stream()
             if code not in RETRYABLE or attempts > cfg.retries:
                 return None, attempts, error, time.monotonic() - t0
-            time.sleep(min(cfg.max_backoff_s, cfg.backoff_s * 2 ** (attempts - 1)))
+            wait = backoff_s(attempts, cfg)
+            if time.monotonic() + wait >= deadline:
+                return (
+                    None,
+                    attempts,
+                    f"{error} (no time left before the {cfg.timeout_s:g} s deadline)",
+                    (time.monotonic() - t0),
+                )
+            time.sleep(wait)
+
+
+def backoff_s(failed: int, cfg: WorkerConfig, rng: random.Random | None = None) -> float:
+    """The wait after the ``failed``-th failed attempt: exponential, with equal jitter.
+
+    The base step is stretched so that the ``retries`` waits together span the request's
+    deadline (``timeout_s``): base = timeout / (2^retries - 1), at least ``backoff_s``; step k
+    is base * 2^(k-1), at most ``max_backoff_s``; the wait is half the step plus a uniform
+    draw of the other half (workers that failed together do not retry together).
+    """
+    base = max(cfg.backoff_s, cfg.timeout_s / max(2**cfg.retries - 1, 1))
+    step = min(cfg.max_backoff_s, base * 2 ** (failed - 1))
+    return step / 2 + (rng or _JITTER).uniform(0, step / 2)
