@@ -25,6 +25,8 @@ SCENARIO_FILE = "scenario.yaml"
 METRICS_FILE = "metrics.jsonl"
 CLIENTS_FILE = "clients.jsonl"
 SUMMARY_FILE = "summary.json"
+#: While a deployment run waits for its SuperNodes: how many are connected, of how many.
+WAITING_FILE = "nodes.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -101,6 +103,19 @@ class RunFolder:
         """summary.json ({} when absent)."""
         file = self.path / SUMMARY_FILE
         return json.loads(file.read_text()) if file.exists() else {}
+
+    def write_waiting(self, connected: int, needed: int, wait_s: float) -> None:
+        """Record how many nodes are connected while the run waits for them (nodes.json)."""
+        doc = {"connected": connected, "needed": needed, "wait_s": wait_s}
+        write_atomic(self.path / WAITING_FILE, json.dumps(doc) + "\n")
+
+    def waiting(self) -> dict[str, Any] | None:
+        """What :meth:`write_waiting` wrote last (None before it wrote)."""
+        file = self.path / WAITING_FILE
+        try:
+            return json.loads(file.read_text())
+        except (OSError, ValueError):
+            return None
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -254,6 +254,68 @@ def test_compose_topology_runs_a_scenario(tmp_path: Path, insecure_topology: Top
 
 
 @pytest.mark.slow
+def test_missing_supernodes_are_counted_then_one_line_after_wait_s(
+    tmp_path: Path, insecure_topology: Topology
+) -> None:
+    # two SuperNodes run; the scenario needs three
+    t0 = time.monotonic()
+    res = submit(
+        insecure_topology, tmp_path / "runs", "--set", "clients.num=3", "--set", "runtime.deployment.wait_s=4"
+    )
+    assert res.returncode == 1 and time.monotonic() - t0 < 120
+    assert "waiting for nodes: 2 of 3 connected (up to runtime.deployment.wait_s=4 s)" in res.stderr
+    assert (
+        "only 2 of the 3 nodes the scenario needs (clients.num) connected within 4 s; 1 missing" in res.stderr
+    )
+    assert "Traceback" not in res.stderr
+    summary = json.loads((only_run(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["status"] == "failed" and "1 missing" in summary["error"]
+
+
+@pytest.mark.slow
+def test_a_supernode_killed_mid_run(tmp_path: Path) -> None:
+    (tmp_path / "topo").mkdir()
+    topo = start_topology(tmp_path / "topo", ("docker-compose.yml",), None)
+    try:
+        args = topo.localise("fedsim", list(topo.services["fedsim"]["command"]))
+        args[2] = str(topo.logs.parent / "tiny.yaml")
+        args = [a.replace("output.dir=/runs", f"output.dir={tmp_path / 'runs'}") for a in args]
+        extra = ["--set", "rounds=3", "--set", "clients.min=1", "--set", "evaluation.clients_every=0"]
+        run = subprocess.Popen(
+            [str(BIN / "fedsim"), *args[1:], *extra],
+            env=ENV,
+            cwd=topo.logs.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            process_group=0,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            found = list((tmp_path / "runs").glob("*/metrics.jsonl")) if (tmp_path / "runs").exists() else []
+            if found and len(found[0].read_text().splitlines()) >= 2:  # round 1 is done
+                break
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            assert time.monotonic() < deadline, "round 1 did not finish"
+            time.sleep(0.2)
+        os.killpg(topo.procs[2].pid, signal.SIGKILL)  # supernode-1, mid-run
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        folder = found[0].parent
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["rounds_completed"] == 3  # with the other node
+        rows = {(r["round"], r["partition_id"]): r for r in jsonl(folder / "clients.jsonl")}
+        assert sorted(rows) == [(r, p) for r in (1, 2, 3) for p in (0, 1)]
+        assert "error" not in rows[1, 1] and all("error" not in rows[r, 0] for r in (1, 2, 3))
+        for r in (2, 3):  # the dead node's rounds: failed, with the SuperLink's reason
+            assert rows[r, 1]["error"].startswith("Error: Node Unavailable")
+        metrics = jsonl(folder / "metrics.jsonl")
+        assert [m["clients_ok"] for m in metrics[1:]] == [2, 1, 1]
+    finally:
+        topo.stop()
+
+
+@pytest.mark.slow
 def test_partitions_of_another_scenario_are_refused(tmp_path: Path, insecure_topology: Topology) -> None:
     # the SuperNodes hold partitions of seed 5; a run of seed 6 is refused by the clients
     res = submit(insecure_topology, tmp_path / "runs", "--set", "seed=6")

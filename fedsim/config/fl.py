@@ -115,6 +115,11 @@ class DeploymentSpec(Strict):
 
     superlink: str | None = Field(None, description="the SuperLink's HOST:PORT (its HTTP API)")
     root_certificates: Path | None = Field(None, description="CA certificate of a TLS SuperLink")
+    wait_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long the run waits for clients.num SuperNodes to connect before it fails",
+    )
 
     @field_validator("root_certificates")
     @classmethod

@@ -188,9 +188,18 @@ class FlowerSimulation:
 def follow_run(request: LaunchRequest, sim: FlowerSimulation, run_id: str) -> None:
     """Feed the callbacks each new metrics row until ``flwr log --stream`` ends (the run is over)."""
     follower = sim.log_follower(run_id)
-    metrics, seen = request.folder.path / METRICS_FILE, 0
+    metrics, seen, told = request.folder.path / METRICS_FILE, 0, None
     try:
         while follower.poll() is None:
+            nodes = request.folder.waiting()
+            if nodes is not None and nodes != told:  # the ServerApp waits for its nodes
+                told = nodes
+                print(
+                    f"waiting for nodes: {nodes['connected']} of {nodes['needed']} connected "
+                    f"(up to runtime.deployment.wait_s={nodes['wait_s']:g} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if metrics.exists():
                 rows = request.folder.read(METRICS_FILE)
                 for row in rows[seen:]:

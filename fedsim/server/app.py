@@ -16,7 +16,7 @@ from fedsim.algorithms import build_strategy
 from fedsim.runstore import METRICS_FILE, RunFolder
 from fedsim.server.callbacks import Checkpointer, RowWriter, summarise
 from fedsim.server.checkpoint import load_checkpoint
-from fedsim.server.rounds import Callback, RoundLoop, discover
+from fedsim.server.rounds import DISCOVERY_TIMEOUT_S, Callback, RoundLoop, discover
 from fedsim.system.clock import SystemModel
 from fedsim.workspace import scenario_of
 
@@ -31,7 +31,11 @@ def run_server(
     scenario = scenario_of(str(cfg["scenario"]))
     folder = RunFolder(Path(str(cfg["run-dir"])))
     strategy = build_strategy(scenario)
-    strategy.setup(scenario, discover(grid, scenario))
+    deployed = scenario.runtime.name == "deployment"
+    wait_s = scenario.runtime.deployment.wait_s if deployed else DISCOVERY_TIMEOUT_S
+    strategy.setup(
+        scenario, discover(grid, scenario, wait_s, lambda k, n: folder.write_waiting(k, n, wait_s))
+    )
     writers: list[Callback] = [RowWriter(folder), Checkpointer(folder, scenario.output.checkpoint_every)]
     system = SystemModel(scenario) if scenario.system is not None else None
 

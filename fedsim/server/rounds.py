@@ -13,7 +13,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -57,10 +57,16 @@ class SupportsClientState(Protocol):
     def restore_client_states(self, states: dict[int, RecordDict]) -> None: ...
 
 
-def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_S) -> list[NodeInfo]:
+def discover(
+    grid: Grid,
+    scenario: Scenario,
+    timeout: float = DISCOVERY_TIMEOUT_S,
+    waiting: Callable[[int, int], None] | None = None,
+) -> list[NodeInfo]:
     """Every node's partition id and data sizes: read from the scenario's partition map when
     the grid's nodes are its partitions (fedsim's own grids), else asked of every node
-    (waiting for all to connect)."""
+    (waiting up to ``timeout`` s for all to connect; ``waiting(connected, needed)`` is told
+    each new count)."""
     layout = getattr(grid, "partition_nodes", None)
     if layout is not None:  # no client is built or called: start-up grows with the map only
         fed = federated_data(scenario)
@@ -68,11 +74,22 @@ def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_
             NodeInfo(node, pid, len(fed.train_indices[pid]), len(fed.test_indices[pid]))
             for pid, node in sorted(layout().items())
         ]
-    deadline = time.monotonic() + timeout
-    while len(node_ids := list(grid.get_node_ids())) < scenario.clients.num:
+    deadline, told = time.monotonic() + timeout, -1
+    needed = scenario.clients.num
+    while len(node_ids := list(grid.get_node_ids())) < needed:
+        if waiting is not None and len(node_ids) != told:
+            told = len(node_ids)
+            waiting(told, needed)
         if time.monotonic() > deadline:
-            raise RunFailed(f"only {len(node_ids)} of clients.num={scenario.clients.num} nodes connected")
+            raise RunFailed(
+                f"only {len(node_ids)} of the {needed} nodes the scenario needs (clients.num) connected "
+                f"within {timeout:g} s; {needed - len(node_ids)} missing: check that each SuperNode runs "
+                "and points at this SuperLink (--superlink; its own log says why it stopped), or raise "
+                "runtime.deployment.wait_s"
+            )
         time.sleep(0.5)
+    if waiting is not None:
+        waiting(len(node_ids), needed)
     content = RecordDict({"config": ConfigRecord({"server-round": 0})})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     nodes = []
@@ -98,6 +115,17 @@ def discover(grid: Grid, scenario: Scenario, timeout: float = DISCOVERY_TIMEOUT_
 OPTIONAL_METRICS = ("cohort-chunk", HANG_KEY, DROPPED_KEY)
 
 
+def _as_from_destination(reply: Message, sent: Sequence[Message], nodes: Collection[int]) -> Message:
+    """An error reply the SuperLink makes for a node that is gone (it does not come from that
+    node) as the error reply of the node the message was sent to."""
+    if reply.metadata.src_node_id in nodes or not reply.has_error():
+        return reply
+    to = next((m for m in sent if m.metadata.message_id == reply.metadata.reply_to_message_id), None)
+    if to is None:
+        return reply
+    return Message(reply.error, reply_to=to)
+
+
 def _client_rows(
     server_round: int,
     phase: str,
@@ -110,6 +138,7 @@ def _client_rows(
     :mod:`fedsim.server.screening`) and the replies accepted for aggregation."""
     down = {m.metadata.dst_node_id: record_nbytes(m.content) for m in sent}
     asked = set(down)
+    replies = [_as_from_destination(r, sent, strategy.node_ids) for r in replies]
     known = [r for r in replies if r.metadata.src_node_id in strategy.node_ids]
     rows: list[dict[str, Any]] = []
     ok = []
