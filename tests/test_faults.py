@@ -214,3 +214,18 @@ def test_poisoned_updates_sink_fedavg_and_the_median_holds(write_scenario) -> No
     assert clean > 0.5
     assert mean < clean - 0.3  # two clients of ten sink the mean
     assert median > mean + 0.3 and median > clean - 0.2  # the median holds
+
+
+@pytest.mark.slow
+def test_flowers_simulation_engine_injects_the_same_faults(write_scenario) -> None:
+    faulty = merge(FAULTY, {"rounds": 2})
+    rows = {}
+    for runtime in ("inprocess", "ray"):
+        folder, summary = _run(write_scenario, faulty, [f"runtime.name={runtime}"])
+        assert summary["status"] == "completed"
+        rows[runtime] = [
+            (r["round"], r["partition_id"], r["fault"], r.get("rejected"), "error" in r)
+            for r in folder.read("clients.jsonl")
+            if r["phase"] == "train"
+        ]
+    assert rows["ray"] == rows["inprocess"] and any(r[2] for r in rows["ray"])
