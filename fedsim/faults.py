@@ -2,8 +2,10 @@
 
 A fault is drawn per (run seed, round, partition id, kind), so the ClientApp that commits it
 and the server that records it agree without a word, on every runtime. The ClientApp acts
-(:func:`misbehave`): ``crash`` raises, ``hang`` waits (or, with a ``system:`` section,
-reports the wait to the virtual clock), ``corrupt`` spoils the update it sends, and
+(:func:`misbehave`): ``crash`` raises, ``hang`` waits on Flower's engines (where messages
+travel and the round's deadline is a timeout) and reports its seconds everywhere (fedsim's
+grids judge them against ``runtime.round_deadline_s``, the virtual clock of a ``system:``
+section adds them to the client's time), ``corrupt`` spoils the update it sends, and
 ``drop_reply`` marks its reply as lost, which the server then discards as a network would
 (:data:`DROPPED_KEY`).
 """
@@ -79,7 +81,7 @@ def misbehave(
     if "hang" in faults:
         seconds = scenario.faults.hang.seconds
         metrics[HANG_KEY] = seconds
-        if scenario.system is None:  # real time; with a system model the virtual clock waits
+        if scenario.runtime.exchanges_messages():  # really late; fedsim's grids judge the seconds
             time.sleep(seconds)
     if "corrupt" in faults and "arrays" in reply.content.array_records:
         sent = msg.content.array_records.get("arrays")

@@ -217,15 +217,28 @@ def test_poisoned_updates_sink_fedavg_and_the_median_holds(write_scenario) -> No
 
 
 @pytest.mark.slow
-def test_flowers_simulation_engine_injects_the_same_faults(write_scenario) -> None:
-    faulty = merge(FAULTY, {"rounds": 2})
+def test_flowers_simulation_engine_injects_the_same_faults_and_keeps_the_deadline(write_scenario) -> None:
+    # the hung replies really come 3 s late there (a timeout); in process their seconds are judged
+    faulty = merge(FAULTY, {"rounds": 2, "faults": {"hang": {"rate": 0.3, "seconds": 3.0}}})
+    faulty = merge(faulty, {"runtime": {"round_deadline_s": 1.5}})
     rows = {}
     for runtime in ("inprocess", "ray"):
         folder, summary = _run(write_scenario, faulty, [f"runtime.name={runtime}"])
         assert summary["status"] == "completed"
+        train = [r for r in folder.read("clients.jsonl") if r["phase"] == "train"]
         rows[runtime] = [
-            (r["round"], r["partition_id"], r["fault"], r.get("rejected"), "error" in r)
-            for r in folder.read("clients.jsonl")
-            if r["phase"] == "train"
+            (r["round"], r["partition_id"], r["fault"], "rejected" in r, "error" in r) for r in train
         ]
-    assert rows["ray"] == rows["inprocess"] and any(r[2] for r in rows["ray"])
+        late = [r for r in train if r["fault"] == "hang"]
+        assert late and all("round_deadline_s=1.5 s" in r["rejected"] for r in late)
+        expected = "no reply within" if runtime == "ray" else "reply after 3.0"
+        assert all(r["rejected"].startswith(expected) for r in late), late
+    assert rows["ray"] == rows["inprocess"]
+
+
+def test_a_real_deadline_and_a_system_clock_are_one_line(write_scenario) -> None:
+    system = {"mix": [{"share": 1.0, "device": "rpi4", "network": "wifi"}]}
+    with pytest.raises(
+        ConfigError, match=r"runtime.round_deadline_s judges real time; with a system: section"
+    ):
+        load_scenario(write_scenario({"runtime": {"round_deadline_s": 2.0}, "system": system}))

@@ -34,8 +34,9 @@ class FaultRate(Strict):
 
 
 class HangFault(FaultRate):
-    """The reply comes ``seconds`` late: judged by the virtual clock when the scenario has a
-    ``system:`` section (no real wait), else the client really waits that long."""
+    """The reply comes ``seconds`` late: judged by the round's deadline, in virtual time with a
+    ``system:`` section, else against ``runtime.round_deadline_s`` (on Flower's engines the
+    client really waits)."""
 
     seconds: float = Field(30.0, gt=0, description="how late the reply comes")
 

@@ -146,6 +146,16 @@ class RuntimeSpec(Strict):
     )
     ray: RaySpec = RaySpec()
     deployment: DeploymentSpec = DeploymentSpec()
+    round_deadline_s: float | None = Field(
+        None,
+        gt=0,
+        description="a training round's deadline in real seconds: later replies are discarded (null: none)",
+    )
+
+    def exchanges_messages(self) -> bool:
+        """Whether messages really travel (Flower's engines): a deadline is then a timeout; on
+        fedsim's own grids each reply's reported seconds are judged against it."""
+        return self.name == "deployment" or (self.name == "ray" and self.engine == "flower")
 
     @model_validator(mode="after")
     def _workers_have_an_engine(self) -> RuntimeSpec:
@@ -252,6 +262,15 @@ class Scenario(Document):
     output: FLOutputSpec = FLOutputSpec()
     system: SystemSpec | None = None
     faults: FaultsSpec = FaultsSpec()
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> Scenario:
+        if self.runtime.round_deadline_s is not None and self.system is not None:
+            raise ValueError(
+                "runtime.round_deadline_s judges real time; with a system: section the round's deadline is "
+                "system.round.deadline_s (virtual time)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _retry_without_clock(self) -> Scenario:

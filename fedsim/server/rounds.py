@@ -182,6 +182,40 @@ def _client_rows(
     return rows, ok
 
 
+def _past_deadline(
+    server_round: int,
+    sent: Sequence[Message],
+    rows: list[dict[str, Any]],
+    ok: list[Message],
+    strategy: FedsimStrategyMixin,
+    deadline: float,
+) -> tuple[list[dict[str, Any]], list[Message]]:
+    """``runtime.round_deadline_s`` applied: a row for each asked node that did not answer in
+    time, and replies whose reported seconds (compute, plus an injected hang) pass the deadline
+    rejected as late."""
+    answered = {r.get("partition_id") for r in rows}
+    for msg in sent:
+        pid = strategy.pid_of_node(msg.metadata.dst_node_id)
+        if pid not in answered:
+            rows.append(
+                {
+                    "round": server_round,
+                    "phase": "train",
+                    "partition_id": pid,
+                    "bytes_down": record_nbytes(msg.content),
+                    "rejected": f"no reply within runtime.round_deadline_s={deadline:g} s",
+                }
+            )
+    late = set()
+    for row in rows:
+        seconds = float(row.get("compute_s") or 0.0) + float(row.get("fault_hang_s") or 0.0)
+        if "rejected" not in row and "error" not in row and seconds > deadline:
+            row["rejected"] = f"reply after {seconds:.3g} s, past runtime.round_deadline_s={deadline:g} s"
+            late.add(row["partition_id"])
+    rows.sort(key=lambda r: (r["partition_id"] is None, r["partition_id"] or 0))
+    return rows, [m for m in ok if strategy.partition_of(m) not in late]
+
+
 def _prefixed(prefix: str, metrics: Any) -> dict[str, Any]:
     """Aggregated client metrics as metrics.jsonl columns: ``accuracy-tail`` ->
     ``{prefix}_accuracy_tail``; sample counts are left out."""
@@ -316,12 +350,16 @@ class RoundLoop:
         while True:
             with timed("dispatch"):
                 train_msgs = list(strategy.configure_train(server_round, self.arrays, ConfigRecord(), grid))
+            deadline = self.scenario.runtime.round_deadline_s
+            timeout = deadline if self.scenario.runtime.exchanges_messages() else None
             with timed("clients"):
-                replies = list(grid.send_and_receive(train_msgs))
+                replies = list(grid.send_and_receive(train_msgs, timeout=timeout))
             with timed("aggregation"):
                 got, ok = _client_rows(
                     server_round, "train", train_msgs, replies, strategy, strategy.reply_template()
                 )
+                if deadline is not None:
+                    got, ok = _past_deadline(server_round, train_msgs, got, ok, strategy, deadline)
             self._note_faults(server_round, got)
             rows += got
             if train_msgs and got and all("error" in r for r in got) and not faults.injected():

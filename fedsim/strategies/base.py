@@ -173,6 +173,10 @@ class FedsimStrategyMixin:
         """The partition id of the node that sent ``msg``."""
         return self._pid_of[msg.metadata.src_node_id]
 
+    def pid_of_node(self, node_id: int) -> int | None:
+        """The partition id of the node ``node_id`` (None: a node the run does not know)."""
+        return self._pid_of.get(node_id)
+
     def ordered(self, replies: Iterable[Message]) -> list[Message]:
         """Replies sorted by partition id (aggregation order fixed across runtimes)."""
         return sorted(replies, key=self.partition_of)
