@@ -74,7 +74,7 @@ def server_identity():
 SERIAL_GROUPS = {
     "test_readme.py": "readme",
     "test_deployment.py": "topologies",
-    "test_ray_cluster.py": "topologies",
+    "test_ray_cluster.py": "ray-cluster",
     "test_compose.py": "topologies",
 }
 

@@ -88,7 +88,7 @@ def discover(
                 "runtime.deployment.wait_s"
             )
         time.sleep(0.5)
-    if waiting is not None:
+    if waiting is not None and told >= 0:  # it did wait: say the wait is over
         waiting(len(node_ids), needed)
     content = RecordDict({"config": ConfigRecord({"server-round": 0})})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
