@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -22,9 +21,8 @@ from flwr.serverapp import Grid
 
 from fedsim.config import Scenario
 from fedsim.errors import RunFailed
-from fedsim.faults import DROPPED_KEY, HANG_KEY, faults_of
-from fedsim.records import record_nbytes
-from fedsim.server.screening import problem
+from fedsim.faults import faults_of
+from fedsim.server.screening import client_rows, past_deadline
 from fedsim.strategies.base import FedsimStrategyMixin, NodeInfo
 from fedsim.system.clock import SystemModel
 from fedsim.workspace import federated_data
@@ -108,112 +106,6 @@ def discover(
             )
         )
     return sorted(nodes, key=lambda n: n.partition_id)
-
-
-#: Metrics only some replies carry (a cohort's chunk, an injected fault's mark): kept in the
-#: clients' rows and taken out of the replies before aggregation.
-OPTIONAL_METRICS = ("cohort-chunk", HANG_KEY, DROPPED_KEY)
-
-
-def _as_from_destination(reply: Message, sent: Sequence[Message], nodes: Collection[int]) -> Message:
-    """An error reply the SuperLink makes for a node that is gone (it does not come from that
-    node) as the error reply of the node the message was sent to."""
-    if reply.metadata.src_node_id in nodes or not reply.has_error():
-        return reply
-    to = next((m for m in sent if m.metadata.message_id == reply.metadata.reply_to_message_id), None)
-    if to is None:
-        return reply
-    return Message(reply.error, reply_to=to)
-
-
-def _client_rows(
-    server_round: int,
-    phase: str,
-    sent: Sequence[Message],
-    replies: Iterable[Message],
-    strategy: FedsimStrategyMixin,
-    template: ArrayRecord | None = None,
-) -> tuple[list[dict[str, Any]], list[Message]]:
-    """A row per reply (its metrics, its error, or why it is rejected: see
-    :mod:`fedsim.server.screening`) and the replies accepted for aggregation."""
-    down = {m.metadata.dst_node_id: record_nbytes(m.content) for m in sent}
-    asked = set(down)
-    replies = [_as_from_destination(r, sent, strategy.node_ids) for r in replies]
-    known = [r for r in replies if r.metadata.src_node_id in strategy.node_ids]
-    rows: list[dict[str, Any]] = []
-    ok = []
-    for reply in strategy.ordered(known):
-        node = reply.metadata.src_node_id
-        row: dict[str, Any] = {
-            "round": server_round,
-            "phase": phase,
-            "partition_id": strategy.partition_of(reply),
-            "bytes_down": down.get(node, 0),
-        }
-        if reply.has_error():
-            row["error"] = reply.error.reason
-        else:
-            metrics = next(iter(reply.content.metric_records.values()))
-            row["bytes_up"] = record_nbytes(reply.content)
-            for key, value in metrics.items():
-                if key != "partition-id":  # NaN (no value, e.g. an empty class group): null
-                    missing = isinstance(value, float) and math.isnan(value)
-                    row[key.replace("-", "_")] = None if missing else value
-            reason = problem(reply, asked, template)
-            for key in OPTIONAL_METRICS:  # recorded in the row; Flower's check wants the same keys
-                metrics.pop(key, None)
-            if reason is None:
-                ok.append(reply)
-            else:
-                row["rejected"] = reason
-        rows.append(row)
-    for reply in replies:  # from nodes the run does not know
-        if reply.metadata.src_node_id not in strategy.node_ids:
-            reason = problem(reply, asked, None)
-            rows.append(
-                {
-                    "round": server_round,
-                    "phase": phase,
-                    "partition_id": None,
-                    "bytes_down": 0,
-                    "rejected": reason,
-                }
-            )
-    return rows, ok
-
-
-def _past_deadline(
-    server_round: int,
-    sent: Sequence[Message],
-    rows: list[dict[str, Any]],
-    ok: list[Message],
-    strategy: FedsimStrategyMixin,
-    deadline: float,
-) -> tuple[list[dict[str, Any]], list[Message]]:
-    """``runtime.round_deadline_s`` applied: a row for each asked node that did not answer in
-    time, and replies whose reported seconds (compute, plus an injected hang) pass the deadline
-    rejected as late."""
-    answered = {r.get("partition_id") for r in rows}
-    for msg in sent:
-        pid = strategy.pid_of_node(msg.metadata.dst_node_id)
-        if pid not in answered:
-            rows.append(
-                {
-                    "round": server_round,
-                    "phase": "train",
-                    "partition_id": pid,
-                    "bytes_down": record_nbytes(msg.content),
-                    "rejected": f"no reply within runtime.round_deadline_s={deadline:g} s",
-                }
-            )
-    late = set()
-    for row in rows:
-        seconds = float(row.get("compute_s") or 0.0) + float(row.get("fault_hang_s") or 0.0)
-        if "rejected" not in row and "error" not in row and seconds > deadline:
-            row["rejected"] = f"reply after {seconds:.3g} s, past runtime.round_deadline_s={deadline:g} s"
-            late.add(row["partition_id"])
-    rows.sort(key=lambda r: (r["partition_id"] is None, r["partition_id"] or 0))
-    return rows, [m for m in ok if strategy.partition_of(m) not in late]
 
 
 def _prefixed(prefix: str, metrics: Any) -> dict[str, Any]:
@@ -324,7 +216,7 @@ class RoundLoop:
             with timed("clients"):
                 eval_replies = list(grid.send_and_receive(eval_msgs))
             with timed("aggregation"):
-                eval_rows, eval_ok = _client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
+                eval_rows, eval_ok = client_rows(server_round, "evaluate", eval_msgs, eval_replies, strategy)
                 agg: dict[str, Any] = dict(strategy.aggregate_evaluate(server_round, eval_ok) or {})
             rows += eval_rows
             metrics.update(_prefixed("clients", agg))
@@ -355,11 +247,11 @@ class RoundLoop:
             with timed("clients"):
                 replies = list(grid.send_and_receive(train_msgs, timeout=timeout))
             with timed("aggregation"):
-                got, ok = _client_rows(
+                got, ok = client_rows(
                     server_round, "train", train_msgs, replies, strategy, strategy.reply_template()
                 )
                 if deadline is not None:
-                    got, ok = _past_deadline(server_round, train_msgs, got, ok, strategy, deadline)
+                    got, ok = past_deadline(server_round, train_msgs, got, ok, strategy, deadline)
             self._note_faults(server_round, got)
             rows += got
             if train_msgs and got and all("error" in r for r in got) and not faults.injected():

@@ -213,6 +213,52 @@ def test_bad_tensor_gets_invalid_argument_and_server_goes_on(
     assert stub(server.port).Infer(good, timeout=10).prediction >= 0  # the next good request is served
 
 
+def fuzzed_requests(good: pb.InferRequest, count: int, seed: int = 0) -> list[pb.InferRequest]:
+    """``count`` mutations of a good request: random bytes, shapes, dtypes, codecs, images."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        bad = pb.InferRequest()
+        bad.CopyFrom(good)
+        bad.request_id = int(rng.integers(0, 2**31))
+        kind = int(rng.integers(0, 6))
+        if kind == 0:
+            bad.features.data = rng.bytes(int(rng.integers(0, 2000)))
+        elif kind == 1:
+            del bad.features.shape[:]
+            bad.features.shape.extend(int(v) for v in rng.integers(-3, 40, int(rng.integers(0, 6))))
+        elif kind == 2:
+            bad.features.dtype = str(rng.choice(["float16", "int64", "", "uint8", "\x00", "float32" * 50]))
+        elif kind == 3:
+            bad.features.codec = str(rng.choice(["", "raw", "quant8", "zip", "q" * 300]))
+        elif kind == 4:
+            bad = pb.InferRequest(image=pb.Image(data=rng.bytes(int(rng.integers(0, 4000))), format="jpeg"))
+        else:  # several fields at once
+            bad.features.data = bad.features.data[: int(rng.integers(0, len(bad.features.data) + 1))]
+            bad.features.scale = float(rng.choice([np.nan, np.inf, -1.0, 0.0, 1e38]))
+        out.append(bad)
+    return out
+
+
+def test_fuzzed_requests_get_a_status_and_the_server_stays_up(
+    server: TailServer, served: ServedModel, images
+) -> None:
+    good = features_request(served, images[0][0])
+    statuses: dict[str, int] = {}
+    for request in fuzzed_requests(good, 150):
+        try:
+            stub(server.port).Infer(request, timeout=10)
+            statuses["OK"] = statuses.get("OK", 0) + 1
+        except grpc.RpcError as err:
+            statuses[err.code().name] = statuses.get(err.code().name, 0) + 1
+    print(f"150 fuzzed requests: {statuses}")
+    assert sum(statuses.values()) == 150
+    assert not {"UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "UNAVAILABLE"} & statuses.keys(), statuses
+    assert statuses.get("INVALID_ARGUMENT", 0) > 50  # most mutations are refused, with a reason
+    test_health_service(server)  # still SERVING
+    assert stub(server.port).Infer(good, timeout=10).prediction >= 0
+
+
 def test_bad_image_and_empty_request(server: TailServer) -> None:
     s = stub(server.port)
     for request, message in (
