@@ -12,6 +12,7 @@ section adds them to the client's time), ``corrupt`` spoils the update it sends,
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import cast
@@ -41,9 +42,15 @@ def struck_clients(spec: FaultRate, seed: int, num_clients: int, salt: int) -> s
         return None
     if isinstance(spec.clients, list):
         return set(spec.clients)
-    count = max(1, round(spec.clients * num_clients))
+    return set(_drawn(spec.clients, seed, num_clients, salt))
+
+
+@functools.lru_cache(maxsize=32)
+def _drawn(fraction: float, seed: int, num_clients: int, salt: int) -> frozenset[int]:
+    """A fraction of the clients drawn once from the seed (asked per client and round: kept)."""
+    count = max(1, round(fraction * num_clients))
     picked = np.random.default_rng([seed, salt, 0xF0]).choice(num_clients, size=count, replace=False)
-    return {int(p) for p in picked}
+    return frozenset(int(p) for p in picked)
 
 
 def faults_of(scenario: Scenario, server_round: int, pid: int, attempt: int = 0) -> list[str]:
