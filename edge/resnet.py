@@ -18,8 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fedsim.errors import UserError
-
 STAGE_NAMES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "pool_fc")
 
 
@@ -237,57 +235,25 @@ def small_resnet(
 
 
 def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a torchvision-style state dict file (``torch.save(model.state_dict(), path)``), strictly.
+    """Load a torchvision-layout checkpoint into ``model``, strictly (every key and shape).
 
     Parameters
     ----------
     model : nn.Module
         The model to fill in place (usually a :class:`ResNet`).
     path : str or Path
-        The file. A dict holding the state dict under ``"state_dict"`` or ``"model"`` is
-        unwrapped; a ``"module."`` prefix (DataParallel) is stripped.
+        A state dict saved with ``torch.save`` (``state_dict``/``model`` wrappers and a
+        ``module.`` prefix are handled), a safetensors file or an ONNX model's initializers
+        (:mod:`fedsim.pretrained`).
 
     Raises
     ------
     UserError
-        If the file is missing or unreadable, or its keys or shapes differ from the model's
-        (the message names the missing and unexpected keys).
+        If the file is missing or unreadable, or does not fit the model (the message names
+        the first missing, unexpected or misshapen key).
     """
+    from fedsim.pretrained import fit_tensors, read_tensors
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {e}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise UserError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a state dict")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise UserError(
-            f"checkpoint {str(path)!r} does not fit the model: "
-            f"missing keys {_listing(missing)}; unexpected keys {_listing(unexpected)}"
-        )
-    wrong = [
-        f"{k} {tuple(getattr(state[k], 'shape', ()))} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape
-    ]
-    if wrong:
-        raise UserError(f"checkpoint {str(path)!r} has wrong shapes (file vs model): {_listing(wrong)}")
-    model.load_state_dict(state, strict=True)
-
-
-def _listing(items: list[str], limit: int = 8) -> str:
-    if not items:
-        return "(none)"
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    fitted = fit_tensors(model, read_tensors(path), "torchvision_resnet", repr(str(path)))
+    model.load_state_dict(fitted.state, strict=True)

@@ -43,6 +43,7 @@ class Catalogue(StrEnum):
     partitions = "partitions"
     runtimes = "runtimes"
     kinds = "kinds"
+    pretrained = "pretrained"
 
 
 def _registry(what: Catalogue):
@@ -73,9 +74,12 @@ def _registry(what: Catalogue):
 
 @app.command("list")
 def list_(what: Annotated[Catalogue, typer.Argument(help="What to list.")]) -> None:
-    """List registered components with their parameters."""
+    """List registered components with their parameters (or the named pretrained weights)."""
     from rich.table import Table
 
+    if what is Catalogue.pretrained:
+        _list_pretrained()
+        return
     table = Table(title=what.value, show_lines=False)
     table.add_column("name", style="bold")
     table.add_column("parameters")
@@ -86,6 +90,20 @@ def list_(what: Annotated[Catalogue, typer.Argument(help="What to list.")]) -> N
             for k, f in entry.params.model_fields.items()
         )
         table.add_row(entry.name, params or "-", entry.summary)
+    console.print(table)
+
+
+def _list_pretrained() -> None:
+    from rich.table import Table
+
+    from fedsim.pretrained import CATALOG
+
+    table = Table(title="pretrained (install with 'make pretrained')", show_lines=False)
+    for column in ("name", "model", "layout", "installed", "licence", "summary"):
+        table.add_column(column, style="bold" if column == "name" else None)
+    for name, named in CATALOG.items():
+        installed = "yes" if named.path() is not None else f"no: {named.requirement}"
+        table.add_row(name, named.model, named.layout, installed, named.license, named.summary)
     console.print(table)
 
 

@@ -53,6 +53,7 @@ def check_scenario(scenario: Scenario, source: str) -> None:
     part = data.partition
     check_named(PARTITIONERS, part.name, part.params, source, "data.partition", "data.partition.name")
     check_named(MODELS, scenario.model.name, scenario.model.params, source, "model", "model.name")
+    _check_pretrained(scenario, source)
     algo = scenario.algorithm
     check_named(ALGORITHMS, algo.name, algo.params, source, "algorithm", "algorithm.name")
     check_named(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
@@ -72,6 +73,36 @@ def check_scenario(scenario: Scenario, source: str) -> None:
             read_trace(system.availability.trace, scenario.clients.num)  # type: ignore[arg-type]  # set: the schema requires it for "trace"
         except UserError as exc:
             raise ConfigError(f"{source}: system.availability.trace: {exc}") from None
+
+
+def _check_pretrained(scenario: Scenario, source: str) -> None:
+    """The checkpoint exists (or its catalog name is installed); its format and layout are known."""
+    from fedsim.pretrained import CATALOG, LAYOUTS, format_of, resolve
+
+    spec = scenario.model
+    if spec.pretrained is None:
+        for key in ("format", "layout"):
+            if spec.checkpoint_option(key) is not None:
+                raise ConfigError(f"{source}: model.{key}: only used with model.pretrained")
+        return
+    try:
+        if not any(c in spec.pretrained for c in "./\\~") and spec.pretrained not in CATALOG:
+            raise UserError(
+                f"unknown pretrained name {spec.pretrained!r}; expected a checkpoint file or one of: "
+                + ", ".join(CATALOG)
+            )
+        path = resolve(spec.pretrained)
+        if not path.is_file():
+            raise UserError(
+                f"{str(path)!r} does not exist; expected a checkpoint file or one of the names "
+                "of 'fedsim list pretrained'"
+            )
+        format_of(path, spec.checkpoint_option("format"))
+        layout = spec.checkpoint_option("layout")
+        if layout is not None:
+            LAYOUTS.entry(layout)
+    except UserError as exc:
+        raise ConfigError(f"{source}: model.pretrained: {exc}") from None
 
 
 def check_experiment(exp: Experiment, source: str) -> None:

@@ -6,6 +6,7 @@ reused by every client call in that process: no data or model is rebuilt per rou
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +64,18 @@ def client_data(scenario: Scenario, partition_id: int) -> ClientData:
 
 
 def new_model(scenario: Scenario) -> SplitModel:
-    """A freshly initialised model for the scenario (deterministic for its seed)."""
+    """A freshly initialised model for the scenario (deterministic for its seed); its
+    features start from ``model.pretrained`` when the scenario names one."""
     ds = federated_data(scenario).dataset
-    return build_model(
-        scenario.model.name, scenario.model.params, ds.input_shape, ds.num_classes, scenario.seed
-    )
+    spec = scenario.model
+    model = build_model(spec.name, spec.params, ds.input_shape, ds.num_classes, scenario.seed)
+    if spec.pretrained is not None:
+        from fedsim.pretrained import load_pretrained
+
+        arch = (spec.name, json.dumps(spec.params, sort_keys=True), ds.input_shape)
+        fmt, layout = spec.checkpoint_option("format"), spec.checkpoint_option("layout")
+        load_pretrained(model.features, spec.pretrained, fmt, layout, key=arch)
+    return model
 
 
 def worker_model(scenario: Scenario, slot: str = "client") -> SplitModel:

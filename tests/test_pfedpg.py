@@ -319,7 +319,7 @@ def test_prompt_algorithms_need_an_existing_backbone_and_a_vit(tmp_path: Path) -
     path = prompt_scenario(tmp_path, "pfedpg", model={"name": "cnn"})
     res = cli("run", str(path), "--quiet")
     assert res.returncode == 2
-    assert "needs model.name 'vit'" in res.stderr and "Traceback" not in res.stderr
+    assert "needs a prompt-taking ViT as model.name" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.slow

@@ -87,7 +87,10 @@ class TeacherSpec(Strict):
             raise ValueError("give either path (a checkpoint) or train (train one here), not both")
         stored = bool(info.context and info.context.get("stored"))
         if self.path is not None and not stored and not self.path.is_file():
-            raise ValueError(f"checkpoint {str(self.path)!r} does not exist; expected a .pt/.pth file")
+            raise ValueError(
+                f"checkpoint {str(self.path)!r} does not exist; "
+                "expected a checkpoint file (.pt, .pth, .safetensors or .onnx)"
+            )
         return self
 
 

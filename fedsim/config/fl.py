@@ -9,7 +9,7 @@ loader, :mod:`fedsim.loader`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,10 +33,46 @@ class DataSpec(DatasetSpec):
     local_test: bool = True
 
 
+#: Keys of ``model`` that choose its starting weights rather than its architecture.
+PRETRAINED_KEYS = ("pretrained", "format", "layout")
+
+
 class ModelSpec(Component):
-    """The model: ``name`` plus its parameters."""
+    """The model: ``name`` plus its parameters, and optionally pretrained weights.
+
+    ``pretrained`` is a name of ``fedsim list pretrained`` (a bare word) or a checkpoint file
+    (any value with a dot or a slash: relative to the working directory, stored absolute); ``format`` and ``layout`` name the file's format
+    and key layout where they cannot be inferred. They are not architecture parameters, so
+    they are absent from :attr:`params` and only written back when given.
+    """
 
     name: str = "cnn"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_checkpoint(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("pretrained") is None:
+            return data
+        value = str(data["pretrained"])
+        if any(c in value for c in "./\\~"):  # a path; a bare word is a catalog name
+            value = str(Path(value).expanduser().absolute())
+        return {**data, "pretrained": value}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The architecture's parameters (every key but ``name`` and the pretrained keys)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in PRETRAINED_KEYS}
+
+    @property
+    def pretrained(self) -> str | None:
+        """The checkpoint's catalog name or absolute path, if any."""
+        value = (self.model_extra or {}).get("pretrained")
+        return None if value is None else str(value)
+
+    def checkpoint_option(self, key: str) -> str | None:
+        """``format`` or ``layout`` when given."""
+        value = (self.model_extra or {}).get(key)
+        return None if value is None else str(value)
 
 
 class AlgorithmSpec(Component):

@@ -54,7 +54,7 @@ from fedsim.errors import UserError
 from fedsim.memo import Memo, memo
 from fedsim.methods.backbone import Backbone, PretrainRecipe, cached_backbone, file_sha256, public_indices
 from fedsim.models import MODELS
-from fedsim.models.vit import ViTEncoder
+from fedsim.models.vit import PromptViT
 from fedsim.records import array_view, to_array
 from fedsim.workspace import ClientData, federated_data, new_model
 
@@ -226,12 +226,16 @@ def params_of(scenario: Scenario) -> PromptParams:
     return PromptParams.model_validate(values)
 
 
+#: The models whose encoder takes prompts.
+PROMPT_MODELS = ("vit", "timm_vit")
+
+
 def check_model(scenario: Scenario) -> None:
     """The prompt algorithms need a prompt-taking ViT."""
-    if scenario.model.name != "vit":
+    if scenario.model.name not in PROMPT_MODELS:
         raise UserError(
-            f"algorithm {scenario.algorithm.name!r} needs model.name 'vit' (a prompt-taking ViT), "
-            f"got {scenario.model.name!r}"
+            f"algorithm {scenario.algorithm.name!r} needs a prompt-taking ViT as model.name "
+            f"({' or '.join(map(repr, PROMPT_MODELS))}), got {scenario.model.name!r}"
         )
 
 
@@ -273,6 +277,11 @@ def pretrain_command(scenario: Scenario, out: Path | None) -> str:
     """``fedsim pretrain``: pretrain (or find) the backbone, copy it to ``out``; the line to print."""
     import shutil
 
+    if scenario.model.pretrained is not None:
+        raise UserError(
+            f"model.pretrained ({scenario.model.pretrained}) is the backbone of this scenario; "
+            "there is nothing to pretrain"
+        )
     backbone = pretrain_backbone(scenario)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -285,8 +294,14 @@ def pretrain_command(scenario: Scenario, out: Path | None) -> str:
 
 
 def load_backbone(scenario: Scenario) -> Backbone:
-    """The frozen encoder's weights: the user's checkpoint, or pretrained and cached."""
+    """The frozen encoder's weights: ``model.pretrained``, the user's checkpoint of
+    ``fedsim pretrain``, or pretrained here and cached."""
     check_model(scenario)
+    if scenario.model.pretrained is not None:
+        from fedsim.pretrained import resolve
+
+        path = resolve(scenario.model.pretrained)
+        return Backbone(new_model(scenario).features.state_dict(), path, file_sha256(path), False)
     p = params_of(scenario)
     if p.backbone is not None:
         path = p.backbone
@@ -295,7 +310,7 @@ def load_backbone(scenario: Scenario) -> Backbone:
 
 
 _BACKBONES: Memo[Backbone] = memo("pfedpg.backbone", 8)  # key: scenario JSON
-_ENCODERS: Memo[ViTEncoder] = memo("pfedpg.encoder", 8)  # key: scenario JSON
+_ENCODERS: Memo[PromptViT] = memo("pfedpg.encoder", 8)  # key: scenario JSON
 _CLIENT_DATA: Memo[ClientData] = memo("pfedpg.client_data", 4096)  # key: (scenario JSON, partition id)
 
 
@@ -304,9 +319,9 @@ def backbone_of(scenario: Scenario) -> Backbone:
     return _BACKBONES.get(scenario.to_json(), lambda: load_backbone(scenario))
 
 
-def _encoder(scenario: Scenario) -> ViTEncoder:
+def _encoder(scenario: Scenario) -> PromptViT:
     enc = new_model(scenario).features
-    if not isinstance(enc, ViTEncoder):
+    if not isinstance(enc, PromptViT):
         raise UserError(f"algorithm {scenario.algorithm.name!r} needs a prompt-taking ViT encoder")
     try:
         enc.load_state_dict(backbone_of(scenario).state)
@@ -316,7 +331,7 @@ def _encoder(scenario: Scenario) -> ViTEncoder:
     return enc.eval()
 
 
-def frozen_encoder(scenario: Scenario) -> ViTEncoder:
+def frozen_encoder(scenario: Scenario) -> PromptViT:
     """The process's frozen ViT encoder F* (no parameter requires grad; never updated)."""
     return _ENCODERS.get(scenario.to_json(), lambda: _encoder(scenario))
 
@@ -346,8 +361,8 @@ def prompt_client_data(scenario: Scenario, pid: int) -> ClientData:
 def new_generator(scenario: Scenario) -> PromptGenerator:
     """The generator before round 1 (seeded); its P_base is every variant's initial prompt."""
     p = params_of(scenario)
-    model = scenario.model.params
-    dim, patch = int(model.get("dim", 64)), int(model.get("patch_size", 2))
+    arch = MODELS.params_of(scenario.model.name, scenario.model.params)
+    dim, patch = int(getattr(arch, "dim")), int(getattr(arch, "patch_size"))  # noqa: B009  # both ViTs have them
     channels = federated_data(scenario).dataset.input_shape[0]
     bound = vpt_init_bound(channels, patch, dim)
     logit_std = scenario.algorithm.params.get("attention_logit_std")  # pFedPG's parameters only

@@ -5,7 +5,7 @@ builds a deterministically initialised model for a seed. Importing the
 architecture modules (``cnn``, ``mlp``, ``resnet``) registers them.
 """
 
-from fedsim.models import cnn, mlp, multimodal, resnet, vit
+from fedsim.models import cnn, efficientnet, mlp, multimodal, resnet, timm_vit, vit
 from fedsim.models.base import SplitModel
 from fedsim.models.zoo import MODELS, InputShape, ModelBuilder, build_model
 
@@ -16,8 +16,10 @@ __all__ = [
     "SplitModel",
     "build_model",
     "cnn",
+    "efficientnet",
     "mlp",
     "multimodal",
     "resnet",
+    "timm_vit",
     "vit",
 ]

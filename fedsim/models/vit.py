@@ -33,7 +33,52 @@ class ViTParams(Params):
     mlp_ratio: float = Field(2.0, gt=0, le=8, description="hidden width of each MLP / dim")
 
 
-class ViTEncoder(nn.Module):
+class PromptViT(nn.Module):
+    """What every prompt-taking ViT shares: ``[cls, prompts, patches]`` through its blocks.
+
+    Subclasses set ``patch_embed`` (a strided conv), ``cls_token`` ``[1, 1, dim]``,
+    ``pos_embed`` ``[1, 1 + M, dim]``, ``blocks`` (``[B, N, dim] -> [B, N, dim]``), ``norm``,
+    and the ints ``dim``, ``patch_size`` and ``num_patches``.
+    """
+
+    patch_embed: nn.Module
+    cls_token: nn.Parameter
+    pos_embed: nn.Parameter
+    blocks: nn.Module
+    norm: nn.LayerNorm
+    dim: int
+    patch_size: int
+    num_patches: int
+
+    def tokens(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's input sequence ``[cls, prompts, patches]`` (VPT-shallow).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images ``[B, C, H, W]``.
+        prompts : torch.Tensor, optional
+            ``[K, dim]`` (shared by the batch) or ``[B, K, dim]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, 1 + K + M, dim]`` with M patches.
+        """
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(len(x), -1, -1)
+        if prompts is None:
+            return torch.cat([cls, patches], dim=1)
+        if prompts.dim() == 2:
+            prompts = prompts.unsqueeze(0).expand(len(x), -1, -1)
+        return torch.cat([cls, prompts, patches], dim=1)
+
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """The class token's final state ``[B, dim]``, with optional prompts."""
+        return self.norm(self.blocks(self.tokens(x, prompts))[:, 0])
+
+
+class ViTEncoder(PromptViT):
     """Patch embedding, class token, positional embeddings, encoder blocks, final norm.
 
     Parameters
@@ -71,33 +116,6 @@ class ViTEncoder(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, params.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(params.dim)
-
-    def tokens(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's input sequence ``[cls, prompts, patches]`` (VPT-shallow).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images ``[B, C, H, W]``.
-        prompts : torch.Tensor, optional
-            ``[K, dim]`` (shared by the batch) or ``[B, K, dim]``.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[B, 1 + K + M, dim]`` with M patches.
-        """
-        patches = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(len(x), -1, -1)
-        if prompts is None:
-            return torch.cat([cls, patches], dim=1)
-        if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0).expand(len(x), -1, -1)
-        return torch.cat([cls, prompts, patches], dim=1)
-
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """The class token's final state ``[B, dim]``, with optional prompts."""
-        return self.norm(self.blocks(self.tokens(x, prompts))[:, 0])
 
 
 @MODELS.register("vit", params=ViTParams, summary="small ViT (pre-norm) that accepts VPT-shallow prompts")

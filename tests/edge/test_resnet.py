@@ -200,14 +200,21 @@ def test_load_checkpoint_names_missing_and_unexpected_keys(tmp_path: Path):
     sd["extra.weight"] = torch.zeros(1)
     path = tmp_path / "ck.pt"
     torch.save(sd, path)
-    with pytest.raises(UserError, match=r"missing keys fc\.bias; unexpected keys extra\.weight"):
+    with pytest.raises(UserError, match=r"does not fit the model: missing key fc\.bias$"):
+        load_torchvision_checkpoint(small_resnet(10), path)
+    sd["fc.bias"] = torch.zeros(10)
+    torch.save(sd, path)
+    with pytest.raises(UserError, match=r"unexpected key extra\.weight$"):
         load_torchvision_checkpoint(small_resnet(10), path)
 
 
 def test_load_checkpoint_wrong_shape_and_missing_file(tmp_path: Path):
     path = tmp_path / "ck.pt"
     torch.save(small_resnet(10).state_dict(), path)
-    with pytest.raises(UserError, match=r"fc\.weight \(10, 128\) vs \(3, 128\)"):
+    with pytest.raises(
+        UserError,
+        match=r"misshapen key fc\.weight \(10, 128\) in the file, \(3, 128\) in the model \(and 1 more\)",
+    ):
         load_torchvision_checkpoint(small_resnet(3), path)
     with pytest.raises(UserError, match="not found"):
         load_torchvision_checkpoint(small_resnet(3), tmp_path / "nope.pt")
