@@ -274,7 +274,7 @@ def test_scenario_error_is_one_line_exit_2(tmp_path: Path) -> None:
             "unknown checkpoint layout 'keras'",
         ),
         ("{name: timm_vit, pretrained: HERE/s.yaml, format: npz}", "unknown checkpoint format 'npz'"),
-        ("{name: timm_vit, pretrained: dinov3}", "unknown pretrained name 'dinov3'; expected a checkpoint file or"),
+        ("{name: timm_vit, pretrained: dinov3}", "unknown pretrained name 'dinov3'; expected a"),
     ],
 )
 def test_scenario_errors(tmp_path: Path, model: str, message: str) -> None:

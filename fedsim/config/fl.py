@@ -40,10 +40,11 @@ PRETRAINED_KEYS = ("pretrained", "format", "layout")
 class ModelSpec(Component):
     """The model: ``name`` plus its parameters, and optionally pretrained weights.
 
-    ``pretrained`` is a name of ``fedsim list pretrained`` (a bare word) or a checkpoint file
-    (any value with a dot or a slash: relative to the working directory, stored absolute); ``format`` and ``layout`` name the file's format
-    and key layout where they cannot be inferred. They are not architecture parameters, so
-    they are absent from :attr:`params` and only written back when given.
+    ``pretrained`` is a name of ``fedsim list pretrained`` (a bare word) or a checkpoint
+    file (any value with a dot or a slash: relative to the working directory, stored
+    absolute); ``format`` and ``layout`` name the file's format and key layout where they
+    cannot be inferred. They are not architecture parameters, so they are absent from
+    :attr:`params` and only written back when given.
     """
 
     name: str = "cnn"
