@@ -19,12 +19,14 @@ at once without training.
 
 from __future__ import annotations
 
+import io
+
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedsim.clients.common import ClientAlgorithm, client_env, number, reply
-from fedsim.config import Scenario
+from fedsim.config import OptimizerSpec, Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
 from fedsim.methods.creamfl import (
     GLOBAL_RECORD,
@@ -47,6 +49,8 @@ from fedsim.training import Stats, derive_seed, make_optimizer, optimise_epoch
 MODEL_KEY = "creamfl.model"
 #: Rounds this client has trained (reported).
 AGE_KEY = "creamfl.age"
+#: Key of the client's optimizer state in ``context.state`` (``client_optimizer: kept``).
+OPTIMIZER_KEY = "creamfl.optimizer"
 
 
 def modalities_of(modality: str) -> list[str]:
@@ -57,6 +61,37 @@ def modalities_of(modality: str) -> list[str]:
 def private_epochs(local_epochs: int, params: CreamFLParams, age: int) -> int:
     """Private epochs of a client that has trained ``age`` rounds: the warm-up ones come first."""
     return local_epochs + (params.client_warmup_epochs if age == 0 else 0)
+
+
+def local_schedule(local_epochs: int, params: CreamFLParams, age: int) -> list[str]:
+    """The round's passes in order, each ``private`` or ``public`` (the regularised pass).
+
+    ``interleaved`` (the authors' code): a public pass after every private epoch;
+    ``private_then_public``: every private epoch, then one public pass. Warm-up epochs come
+    first and alone; without a regulariser there is no public pass.
+    """
+    warmup = ["private"] * (private_epochs(local_epochs, params, age) - local_epochs)
+    public = ["public"] if params.inter or params.intra else []
+    if params.local_schedule == "interleaved":
+        return warmup + (["private", *public] * local_epochs)
+    return warmup + ["private"] * local_epochs + public
+
+
+def _to_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def client_optimizer(
+    context: Context, net: MultimodalNet, spec: OptimizerSpec, params: CreamFLParams
+) -> torch.optim.Optimizer:
+    """The client's optimizer: with its state of the last round (``client_optimizer: kept``) or new."""
+    optimizer = make_optimizer(net.parameters(), spec)
+    if params.client_optimizer == "kept" and OPTIMIZER_KEY in context.state.config_records:
+        raw = context.state.config_records[OPTIMIZER_KEY]["state"]
+        optimizer.load_state_dict(torch.load(io.BytesIO(raw), weights_only=True))  # type: ignore[arg-type]  # bytes, as stored
+    return optimizer
 
 
 def private_epoch(
@@ -108,6 +143,8 @@ def public_regularised_pass(
     """One pass over the public set with lambda * (L_inter + L_intra) per modality; the mean loss."""
     other = {"image": "text", "text": "image"}
 
+    intra_scale = 1.0 / len(public_data) if params.pair_intra == "mean" else 1.0
+
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         loss = torch.zeros(())
         for m, inputs in public_data.items():
@@ -115,7 +152,8 @@ def public_regularised_pass(
             if params.inter:
                 loss = loss + inter_modal_loss(z, global_reps[other[m]], idx, params.tau)
             if params.intra:
-                loss = loss + intra_modal_loss(z, global_reps[m][idx], previous[m][idx], params.tau)
+                intra = intra_modal_loss(z, global_reps[m][idx], previous[m][idx], params.tau)
+                loss = loss + intra_scale * intra
         return params.reg_weight * loss
 
     net.train()
@@ -152,31 +190,34 @@ def train(msg: Message, context: Context) -> Message:
         }
         spec = env.scenario.train
         stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id)
-        optimizer, generator = make_optimizer(net.parameters(), spec.optimizer), env.generator(0)
-        for _ in range(private_epochs(spec.local_epochs, p, age)):
-            stats = private_epoch(
-                net,
-                private,
-                tau=p.contrastive_tau,
-                batch_size=spec.batch_size,
-                optimizer=optimizer,
-                generator=generator,
-            )
-        reg = 0.0
-        if p.inter or p.intra:
-            reg = public_regularised_pass(
-                net,
-                public,
-                global_reps,
-                previous,
-                p,
-                batch_size=spec.batch_size,
-                optimizer=optimizer,  # the same optimizer as the private epoch (see the server's)
-                generator=env.generator(1),
-            )
+        optimizer, generator = client_optimizer(context, net, spec.optimizer, p), env.generator(0)
+        public_generator, reg = env.generator(1), 0.0
+        for kind in local_schedule(spec.local_epochs, p, age):
+            if kind == "private":
+                stats = private_epoch(
+                    net,
+                    private,
+                    tau=p.contrastive_tau,
+                    batch_size=spec.batch_size,
+                    optimizer=optimizer,
+                    generator=generator,
+                )
+            else:
+                reg = public_regularised_pass(
+                    net,
+                    public,
+                    global_reps,
+                    previous,
+                    p,
+                    batch_size=spec.batch_size,
+                    optimizer=optimizer,  # the same optimizer as the private epoch (see the server's)
+                    generator=public_generator,
+                )
         local = numpy_to_arrays({m: encode_set(net, m, x).numpy() for m, x in public.items()})
         context.state[MODEL_KEY] = state_to_arrays(net.state_dict())
         context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
+        if p.client_optimizer == "kept":
+            context.state[OPTIMIZER_KEY] = ConfigRecord({"state": _to_bytes(optimizer.state_dict())})
     out = reply(msg, env, stats, **{"public-loss": reg, "model-rounds": age + 1})
     out.content[LOCAL_RECORD] = local
     return out

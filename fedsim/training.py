@@ -81,10 +81,12 @@ def optimise_epoch(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
+    clip: float | None = None,
 ) -> float:
     """One epoch over ``range(n)`` in shuffled batches, a step on each batch's loss; the mean loss.
 
     ``batch_loss(idx)`` returns the loss of the items ``idx``, or None to skip the batch.
+    ``clip``: the gradients' total norm is clipped to it before each step.
     """
     total = 0.0
     order = torch.randperm(n, generator=generator)
@@ -95,6 +97,9 @@ def optimise_epoch(
         if loss is None:
             continue
         loss.backward()
+        if clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
         total += float(loss.detach()) * len(idx)
     return total / max(n, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -356,14 +357,15 @@ def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
     from fedsim.records import arrays_to_numpy
 
     # (write_scenario writes one file: load each scenario before writing the next)
+    once = {"local_schedule": "private_then_public"}  # warm-up epochs are private epochs in front
     warm_sc = load_scenario(
-        creamfl_scenario(write_scenario, client_warmup_epochs=2), ["train.local_epochs=1"]
+        creamfl_scenario(write_scenario, client_warmup_epochs=2, **once), ["train.local_epochs=1"]
     )
     p = params_of(warm_sc)
     assert [private_epochs(1, p, age) for age in (0, 1, 5)] == [3, 1, 1]
-    plain_sc = load_scenario(creamfl_scenario(write_scenario), ["train.local_epochs=3"])
+    plain_sc = load_scenario(creamfl_scenario(write_scenario, **once), ["train.local_epochs=3"])
     assert private_epochs(1, params_of(plain_sc), 0) == 1
-    one_sc = load_scenario(creamfl_scenario(write_scenario), ["train.local_epochs=1"])
+    one_sc = load_scenario(creamfl_scenario(write_scenario, **once), ["train.local_epochs=1"])
     # a first round with 1 local + 2 warm-up epochs is a first round of 3 local epochs
     warm, plain, one = (run_round(sc)[1].client_states() for sc in (warm_sc, plain_sc, one_sc))
     for pid, state in warm.items():
@@ -371,3 +373,62 @@ def test_client_warmup_epochs_come_first_and_once(write_scenario) -> None:
         assert all(np.array_equal(w[k], q[k]) for k in w)
         o = arrays_to_numpy(one[pid][MODEL_KEY])
         assert not all(np.array_equal(w[k], o[k]) for k in w)
+
+
+# ----------------------------------------------------------------------------- the authors' code's choices
+
+
+def test_local_schedule_interleaves_public_passes_by_default() -> None:
+    from fedsim.clients.creamfl import local_schedule
+    from fedsim.methods.creamfl import CreamFLParams
+
+    authors = CreamFLParams()
+    assert authors.local_schedule == "interleaved"
+    assert local_schedule(2, authors, age=1) == ["private", "public", "private", "public"]
+    warm = CreamFLParams(client_warmup_epochs=1)
+    assert local_schedule(2, warm, age=0) == ["private", "private", "public", "private", "public"]
+    before = CreamFLParams(local_schedule="private_then_public")
+    assert local_schedule(2, before, age=1) == ["private", "private", "public"]
+    assert local_schedule(2, CreamFLParams(inter=False, intra=False), age=1) == ["private", "private"]
+
+
+def test_client_optimizer_is_kept_across_rounds(write_scenario) -> None:
+    """Round 2 of a client starts from the Adam state of its round 1 (or from nothing: ``fresh``)."""
+    from fedsim.clients.creamfl import OPTIMIZER_KEY
+    from fedsim.loader import load_scenario
+
+    kept = load_scenario(creamfl_scenario(write_scenario))
+    _, grid, *_ = run_round(kept)
+    states = grid.client_states()
+    steps = []
+    for state in states.values():
+        raw = state.config_records[OPTIMIZER_KEY]["state"]
+        opt = torch.load(io.BytesIO(raw), weights_only=True)
+        steps.append({int(s["step"]) for s in opt["state"].values()})
+    # 90 training images over 3 clients, batch 16: 2 private batches; 48 public items: 3 batches
+    # (a classifier head takes the 2 private steps only: it has no gradient in the public pass)
+    assert sorted(map(sorted, steps)) == [[2, 5], [2, 5], [5]], steps
+    fresh = load_scenario(creamfl_scenario(write_scenario, client_optimizer="fresh"))
+    _, grid, *_ = run_round(fresh)
+    assert all(OPTIMIZER_KEY not in s.config_records for s in grid.client_states().values())
+
+
+def test_server_schedule_reduction_clip_and_kd_weight_per_client_type(write_scenario) -> None:
+    from fedsim.loader import load_scenario
+    from fedsim.methods.creamfl import cosine_lr
+
+    assert cosine_lr(2e-4, 1, 10) == pytest.approx(2e-4)
+    assert cosine_lr(2e-4, 6, 10) == pytest.approx(1e-4)
+    assert cosine_lr(2e-4, 10, 10) == pytest.approx(2e-4 * 0.5 * (1 + np.cos(np.pi * 0.9)))
+    sc = load_scenario(creamfl_scenario(write_scenario), ["rounds=4"])
+    strategy, *_, metrics = run_round(sc, server_round=3)
+    assert metrics["server-lr"] == pytest.approx(cosine_lr(2e-4, 3, 4))
+    assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(cosine_lr(2e-4, 3, 4))
+    assert metrics["server-kd-weight"] == pytest.approx(0.9)  # image, text and image-text clients
+    one_type = load_scenario(creamfl_scenario(write_scenario, modalities=("image",)))
+    assert run_round(one_type)[-1]["server-kd-weight"] == pytest.approx(0.3)
+    flat = load_scenario(
+        creamfl_scenario(write_scenario, kd_per_client_type=False, server_schedule="constant")
+    )
+    metrics = run_round(flat, server_round=2)[-1]
+    assert metrics["server-kd-weight"] == pytest.approx(0.3) and metrics["server-lr"] == pytest.approx(2e-4)

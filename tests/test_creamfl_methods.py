@@ -139,3 +139,57 @@ def test_distillation_diagnostics_only_for_modalities_with_targets() -> None:
     eye = torch.eye(2)
     out = distillation_diagnostics({"image": eye, "text": eye}, {"image": eye[None]}, {"image": eye})
     assert set(out) == {"server-public-r1-i2t", "server-public-r1-t2i", "image-target-r1", "image-client-cos"}
+
+
+def test_info_nce_sum_is_the_batch_size_times_the_mean() -> None:
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.normalize(torch.randn(7, 5, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(7, 5, generator=g), dim=1)
+    assert float(info_nce(img, txt, 0.1, "sum")) == pytest.approx(
+        7 * float(info_nce(img, txt, 0.1)), rel=1e-6
+    )
+
+
+def test_shifted_images_are_translations_with_replicated_edges() -> None:
+    from fedsim.methods.creamfl import shifted
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    assert shifted(x, 0, g) is x
+    out = shifted(x, 2, g)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    for i in range(2):
+        windows = [padded[i, :, y : y + 6, c : c + 6] for y in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_pair_clients_average_the_intra_term_over_their_modalities() -> None:
+    from fedsim.clients.creamfl import public_regularised_pass
+    from fedsim.methods.creamfl import CreamFLParams
+    from fedsim.models.multimodal import MultimodalParams, build_multimodal
+
+    def loss(pair_intra: str) -> float:
+        torch.manual_seed(0)
+        net = build_multimodal(MultimodalParams(embed_dim=8), (3, 8, 8), 20, image=True, text=True)
+        g = torch.Generator().manual_seed(1)
+        public = {
+            "image": torch.randn(6, 3, 8, 8, generator=g),
+            "text": torch.randint(1, 20, (6, 4), generator=g),
+        }
+        reps = {m: torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1) for m in public}
+        prev = {m: torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1) for m in public}
+        p = CreamFLParams(inter=False, pair_intra=pair_intra)
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)
+        return public_regularised_pass(
+            net,
+            public,
+            reps,
+            prev,
+            p,
+            batch_size=6,
+            optimizer=opt,
+            generator=torch.Generator().manual_seed(2),
+        )
+
+    assert loss("mean") == pytest.approx(loss("sum") / 2, rel=1e-6)

@@ -27,6 +27,7 @@ All embeddings are L2-normalised rows. P is the public set, d the embedding dime
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -45,11 +46,34 @@ from fedsim.workspace import federated_data
 RECALL_KS = (1, 5, 10)
 
 
-def info_nce(images: torch.Tensor, texts: torch.Tensor, tau: float) -> torch.Tensor:
-    """Symmetric InfoNCE of matched rows ``images[i] <-> texts[i]`` at temperature ``tau``."""
+def info_nce(
+    images: torch.Tensor, texts: torch.Tensor, tau: float, reduction: Literal["mean", "sum"] = "mean"
+) -> torch.Tensor:
+    """Symmetric InfoNCE of matched rows ``images[i] <-> texts[i]`` at temperature ``tau``.
+
+    ``reduction="sum"`` sums over the batch's rows instead of averaging (the authors' server
+    loss, PCME's soft contrastive loss, is a sum).
+    """
     logits = images @ texts.T / tau
     target = torch.arange(len(images))
-    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+    ce = nn.functional.cross_entropy
+    return (ce(logits, target, reduction=reduction) + ce(logits.T, target, reduction=reduction)) / 2
+
+
+def cosine_lr(base: float, server_round: int, rounds: int) -> float:
+    """``base * (1 + cos(pi * (round - 1) / rounds)) / 2``: the server's rate in round ``server_round``."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * (server_round - 1) / max(rounds, 1)))
+
+
+def shifted(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image translated by its own random offset of at most ``max_shift`` pixels per axis
+    (edges replicated): the augmentation of the distillation's public images."""
+    if max_shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets.tolist())])
 
 
 def inter_modal_loss(
@@ -210,9 +234,36 @@ class CreamFLParams(Params):
         0, ge=0, description="extra private epochs in a client's first round (a pretrained start)"
     )
     contrastive_tau: float = Field(0.1, gt=0, description="temperature of the InfoNCE (server, pair clients)")
-    server_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the server")
+    server_lr: float = Field(2e-4, gt=0, description="Adam learning rate of the server (authors' 2e-4)")
     distil_optimizer: Literal["shared", "own"] = Field(
         "shared", description="the distillation's Adam: the public epochs' (authors' code), or its own"
+    )
+    # The authors' code (FLAIR-THU/CreamFL) where the paper is silent; each the default.
+    local_schedule: Literal["interleaved", "private_then_public"] = Field(
+        "interleaved",
+        description="interleaved: (private epoch + regularised public pass) x local_epochs (authors' "
+        "code); private_then_public: every private epoch, then one public pass",
+    )
+    client_optimizer: Literal["kept", "fresh"] = Field(
+        "kept", description="a client's optimizer kept across rounds in its state (authors' code), or new"
+    )
+    pair_intra: Literal["mean", "sum"] = Field(
+        "mean", description="image-text clients: intra-modal term averaged (authors) or summed (modalities)"
+    )
+    server_loss_reduction: Literal["sum", "mean"] = Field(
+        "sum", description="server's public InfoNCE summed over the batch (as PCME's loss is) or averaged"
+    )
+    server_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="server learning rate: cosine decay over the rounds (authors) or constant"
+    )
+    server_grad_clip: float | None = Field(
+        2.0, gt=0, description="gradient-norm clipping of the server's steps (authors' 2); None: none"
+    )
+    kd_per_client_type: bool = Field(
+        True, description="kd_weight added once per client type that replied (authors' code: 0.6 with two)"
+    )
+    kd_shift: int = Field(
+        2, ge=0, le=8, description="distillation on public images shifted by up to this many pixels (0: none)"
     )
     server_batch_size: int = Field(64, ge=2)
     chunk_size: int = Field(256, ge=1, description="public items per chunk of the ensemble scores")

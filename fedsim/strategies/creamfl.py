@@ -31,7 +31,7 @@ classifiers of their own private task; the method is judged on the server).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -47,6 +47,7 @@ from fedsim.methods.creamfl import (
     MODALITY_KEYS,
     CreamFLParams,
     aggregate,
+    cosine_lr,
     distillation_diagnostics,
     encode_set,
     info_nce,
@@ -56,6 +57,7 @@ from fedsim.methods.creamfl import (
     paired_of,
     public_inputs,
     recall_at_k,
+    shifted,
 )
 from fedsim.models.multimodal import MultimodalNet
 from fedsim.records import arrays_to_numpy, load_arrays, model_to_arrays, numpy_to_arrays
@@ -80,16 +82,18 @@ def train_contrastive(
     batch_size: int,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    reduction: Literal["mean", "sum"] = "mean",
+    clip: float | None = None,
 ) -> float:
-    """One epoch of symmetric InfoNCE on pairs; the mean loss."""
+    """One epoch of symmetric InfoNCE on pairs; the mean of the batches' losses (per item)."""
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
         if len(idx) < 2:
             return None
-        return info_nce(net.encode("image", images[idx]), net.encode("text", tokens[idx]), tau)
+        return info_nce(net.encode("image", images[idx]), net.encode("text", tokens[idx]), tau, reduction)
 
     net.train()
-    return optimise_epoch(len(tokens), batch_size, optimizer, generator, batch_loss)
+    return optimise_epoch(len(tokens), batch_size, optimizer, generator, batch_loss, clip)
 
 
 def distil(
@@ -101,15 +105,28 @@ def distil(
     batch_size: int,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    shift: int = 0,
+    clip: float | None = None,
 ) -> float:
-    """One epoch of kd_weight * sum_m MSE(f^m(x_j), target^m_j) over the public set; the mean loss."""
+    """One epoch of kd_weight * sum_m MSE(f^m(x_j), target^m_j) over the public set; the mean loss.
+
+    ``shift``: each public image is translated by up to this many pixels (the targets are
+    the clients' representations of the unshifted images, as in the authors' code).
+    """
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         inputs = {m: public_inputs(public, m)[idx] for m in targets}
+        if "image" in inputs:
+            inputs["image"] = shifted(inputs["image"], shift, generator)
         return kd_weight * sum(mse(net.encode(m, inputs[m]), t[idx]) for m, t in targets.items())  # type: ignore[return-value]  # targets is never empty: a tensor
 
     net.train()
-    return optimise_epoch(len(public), batch_size, optimizer, generator, batch_loss)
+    return optimise_epoch(len(public), batch_size, optimizer, generator, batch_loss, clip)
+
+
+def client_types(replies: list[dict[str, torch.Tensor]]) -> int:
+    """How many client types (image, text, image-text) sent representations this round."""
+    return len({tuple(sorted(reps)) for reps in replies if reps})
 
 
 def aggregate_modality(
@@ -197,6 +214,12 @@ class CreamFL(FedAvg):
         """Steps 1-2: a public contrastive epoch, then the public set's global representations."""
         p, public = self.params, paired_of(self.scenario).public
         load_arrays(self.net, arrays)
+        lr = p.server_lr
+        if p.server_schedule == "cosine":
+            lr = cosine_lr(p.server_lr, server_round, self.scenario.rounds)
+        for opt in (self.optimizer, self.distil_optimizer):  # the same one when shared
+            for group in opt.param_groups:
+                group["lr"] = lr
         loss = train_contrastive(
             self.net,
             public.images,
@@ -205,8 +228,10 @@ class CreamFL(FedAvg):
             batch_size=p.server_batch_size,
             optimizer=self.optimizer,
             generator=self._generator(server_round, _SALT_SERVER_TRAIN),
+            reduction=p.server_loss_reduction,
+            clip=p.server_grad_clip,
         )
-        self._server_metrics = {"server-public-loss": loss}
+        self._server_metrics = {"server-public-loss": loss, "server-lr": lr}
         self._global = {m: encode_set(self.net, m, public_inputs(public, m)) for m in MODALITY_KEYS}
         return super().configure_train(server_round, arrays, config, grid)
 
@@ -231,10 +256,13 @@ class CreamFL(FedAvg):
         p = self.params
         ok = [m for m in self.ordered(replies) if not m.has_error()]
         local: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITY_KEYS}
+        sent: list[dict[str, torch.Tensor]] = []
         for msg in ok:
             if LOCAL_RECORD in msg.content.array_records:
-                for key, value in arrays_to_numpy(msg.content.array_records[LOCAL_RECORD]).items():
-                    local[key].append(torch.from_numpy(value.copy()))
+                reps = arrays_to_numpy(msg.content.array_records[LOCAL_RECORD])
+                sent.append({k: torch.from_numpy(v.copy()) for k, v in reps.items()})
+                for key, value in sent[-1].items():
+                    local[key].append(value)
         metrics: dict[str, Any] = dict(self._server_metrics)  # MetricRecord values
         targets: dict[str, torch.Tensor] = {}
         stacked: dict[str, torch.Tensor] = {}
@@ -250,14 +278,18 @@ class CreamFL(FedAvg):
         if targets:
             metrics.update(distillation_diagnostics(self._global, stacked, targets))
         if targets and p.kd_weight > 0:
+            kd_weight = p.kd_weight * (client_types(sent) if p.kd_per_client_type else 1)
+            metrics["server-kd-weight"] = kd_weight
             metrics["server-kd-loss"] = distil(
                 self.net,
                 paired_of(self.scenario).public,
                 targets,
-                kd_weight=p.kd_weight,
+                kd_weight=kd_weight,
                 batch_size=p.server_batch_size,
                 optimizer=self.distil_optimizer,
                 generator=self._generator(server_round, _SALT_SERVER_KD),
+                shift=p.kd_shift,
+                clip=p.server_grad_clip,
             )
         if ok:
             metrics.update(aggregate_metrics([m.content for m in ok], "num-examples"))

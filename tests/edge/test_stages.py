@@ -196,5 +196,5 @@ def test_teacher_from_a_torchvision_style_checkpoint(tmp_path) -> None:
     for (k, a), b in zip(source.state_dict().items(), teacher.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     wrong = Experiment.model_validate({"name": "t", "teacher": {"width": 8, "path": str(path)}})
-    with pytest.raises(UserError, match="wrong shapes"):
+    with pytest.raises(UserError, match="does not fit the model: misshapen key"):
         obtain_teacher(wrong, data)
