@@ -357,3 +357,35 @@ def test_efficientnet_lite0_and_minilm_load_by_name() -> None:
         )
     assert e.shape == (3, 384)
     assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.2
+
+
+def test_creamfl_encoders_from_the_pretrained_checkpoints() -> None:
+    """Captions in fedsim's vocabulary reach MiniLM as the WordPiece tokenizer would give them."""
+    installed("minilm-l6-v2")
+    installed("efficientnet-lite0")
+    from fedsim.data.captions import encode
+    from fedsim.models.multimodal import MultimodalParams, build_multimodal
+    from fedsim.models.wordpiece import WordPiece
+    from fedsim.pretrained import resolve
+
+    params = MultimodalParams(
+        embed_dim=8, server_image_encoder="efficientnet_lite0", server_text_encoder="minilm"
+    )
+    net = build_multimodal(params, (3, 32, 32), 200, image=True, text=True, server=True)
+    captions = [
+        "a small red circle at the top left, on a striped background",
+        "a big blue square",
+        "triangle",
+    ]
+    ids, mask = net.text.wordpiece_ids(encode(captions))  # type: ignore[union-attr]
+    reference = WordPiece(resolve("minilm-l6-v2").parent / "vocab.txt").encode(captions, 64)
+    assert torch.equal(ids, reference[0]) and torch.equal(mask, reference[1].long())
+    with torch.no_grad():
+        z_text, z_image = net.encode("text", encode(captions)), net.encode("image", torch.randn(2, 3, 32, 32))
+    assert z_text.shape == (3, 8) and z_image.shape == (2, 8)
+    assert torch.allclose(z_text.norm(dim=1), torch.ones(3)) and torch.allclose(
+        z_image.norm(dim=1), torch.ones(2)
+    )
+    lite = build_model("efficientnet_lite", {}, (3, 32, 32), 10, 0).features
+    load_pretrained(lite, "efficientnet-lite0")
+    assert torch.equal(net.image.backbone._conv_stem.weight, lite._conv_stem.weight)  # type: ignore[union-attr]

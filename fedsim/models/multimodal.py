@@ -6,6 +6,9 @@
   tokens (padding excluded), linear to ``d``, L2-normalised.
 - :class:`MultimodalNet`: either or both encoders plus optional classifier heads;
   clients use the small widths, the server the larger ``server_*`` widths.
+- ``image_encoder`` / ``text_encoder`` (and the ``server_*`` ones) may instead name the
+  pretrained encoders of :mod:`fedsim.models.pretrained_encoders` (EfficientNet-Lite0 on
+  ImageNet, all-MiniLM-L6-v2), installed by ``make pretrained``.
 
 The registered ``multimodal`` model (what ``fedsim list models`` shows and the
 scenario's ``model`` section configures) is the image client's classifier: the small
@@ -15,7 +18,8 @@ from the same parameters with :func:`build_multimodal`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -28,14 +32,26 @@ from fedsim.models.zoo import MODELS, InputShape
 Channels = tuple[Annotated[int, Field(ge=1, le=1024)], ...]
 
 
+#: Image encoders: fedsim's small CNN, or EfficientNet-Lite0 with ImageNet weights (make pretrained).
+ImageKind = Literal["cnn", "efficientnet_lite0"]
+#: Text encoders: fedsim's Bi-GRU, or the pretrained all-MiniLM-L6-v2 BERT (make pretrained).
+TextKind = Literal["gru", "minilm"]
+
+
 class MultimodalParams(Params):
-    """Parameters of ``multimodal``: embedding dimension, client and server widths."""
+    """Parameters of ``multimodal``: embedding dimension, client and server encoders and widths."""
 
     embed_dim: int = Field(64, ge=2, le=4096, description="d: dimension of the shared embedding space")
     image_channels: Channels = Field((16, 32), min_length=1, max_length=6, description="client CNN blocks")
     text_width: int = Field(48, ge=4, le=2048, description="client word embedding and GRU width")
     server_image_channels: Channels = Field((32, 64, 64), min_length=1, max_length=6)
     server_text_width: int = Field(96, ge=4, le=2048, description="server word embedding and GRU width")
+    image_encoder: ImageKind = Field(
+        "cnn", description="clients' image encoder (pretrained: make pretrained)"
+    )
+    text_encoder: TextKind = Field("gru", description="clients' text encoder")
+    server_image_encoder: ImageKind = Field("cnn", description="the server's image encoder")
+    server_text_encoder: TextKind = Field("gru", description="the server's text encoder")
 
 
 def l2_normalise(z: torch.Tensor) -> torch.Tensor:
@@ -86,8 +102,8 @@ class MultimodalNet(nn.Module):
 
     def __init__(
         self,
-        image: ImageEncoder | None,
-        text: TextEncoder | None,
+        image: nn.Module | None,
+        text: nn.Module | None,
         embed_dim: int,
         image_classes: int = 0,
         text_classes: int = 0,
@@ -106,6 +122,28 @@ class MultimodalNet(nn.Module):
         return encoder(inputs)
 
 
+def _lite_image(input_shape: InputShape, channels: tuple[int, ...], d: int) -> nn.Module:
+    from fedsim.models.pretrained_encoders import LiteImageEncoder
+
+    return LiteImageEncoder(input_shape[0], d)
+
+
+def _minilm_text(vocab_size: int, width: int, d: int) -> nn.Module:
+    from fedsim.data.captions import vocabulary
+    from fedsim.models.pretrained_encoders import MiniLMTextEncoder
+
+    return MiniLMTextEncoder(vocabulary(), d)
+
+
+#: ``kind -> (input_shape, channels, d) -> encoder``; the widths only matter to the CNN.
+IMAGE_ENCODERS: dict[str, Callable[[InputShape, tuple[int, ...], int], nn.Module]] = {
+    "cnn": ImageEncoder,
+    "efficientnet_lite0": _lite_image,
+}
+#: ``kind -> (vocab_size, width, d) -> encoder``; the width only matters to the Bi-GRU.
+TEXT_ENCODERS: dict[str, Callable[[int, int, int], nn.Module]] = {"gru": TextEncoder, "minilm": _minilm_text}
+
+
 def build_multimodal(
     params: MultimodalParams,
     input_shape: InputShape,
@@ -120,10 +158,12 @@ def build_multimodal(
     """A client (small widths) or server (``server_*`` widths) network with the chosen encoders."""
     channels = params.server_image_channels if server else params.image_channels
     width = params.server_text_width if server else params.text_width
+    image_kind = params.server_image_encoder if server else params.image_encoder
+    text_kind = params.server_text_encoder if server else params.text_encoder
     d = params.embed_dim
     return MultimodalNet(
-        ImageEncoder(input_shape, tuple(channels), d) if image else None,
-        TextEncoder(vocab_size, width, d) if text else None,
+        IMAGE_ENCODERS[image_kind](input_shape, tuple(channels), d) if image else None,
+        TEXT_ENCODERS[text_kind](vocab_size, width, d) if text else None,
         d,
         image_classes if image else 0,
         text_classes if text else 0,
@@ -138,7 +178,7 @@ def build_multimodal(
 def build_image_classifier(params: MultimodalParams, input_shape: InputShape, num_classes: int) -> SplitModel:
     """The image client's classifier: the small image encoder and a linear head."""
     return SplitModel(
-        ImageEncoder(input_shape, tuple(params.image_channels), params.embed_dim),
+        IMAGE_ENCODERS[params.image_encoder](input_shape, tuple(params.image_channels), params.embed_dim),
         params.embed_dim,
         num_classes,
     )
