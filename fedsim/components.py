@@ -77,7 +77,9 @@ def check_scenario(scenario: Scenario, source: str) -> None:
 
 def _check_pretrained(scenario: Scenario, source: str) -> None:
     """The checkpoint exists (or its catalog name is installed); its format and layout are known."""
-    from fedsim.pretrained import CATALOG, LAYOUTS, format_of, resolve
+    from fedsim.data.datasets import load_dataset
+    from fedsim.models import build_model
+    from fedsim.pretrained import CATALOG, LAYOUTS, format_of, resolve, start_from
 
     spec = scenario.model
     if spec.pretrained is None:
@@ -97,10 +99,14 @@ def _check_pretrained(scenario: Scenario, source: str) -> None:
                 f"{str(path)!r} does not exist; expected a checkpoint file or one of the names "
                 "of 'fedsim list pretrained'"
             )
-        format_of(path, spec.checkpoint_option("format"))
-        layout = spec.checkpoint_option("layout")
+        fmt, layout = spec.checkpoint_option("format"), spec.checkpoint_option("layout")
+        format_of(path, fmt)
         if layout is not None:
             LAYOUTS.entry(layout)
+        # the file fits the model at the dataset's input size (memoised: the run reuses it)
+        ds = load_dataset(scenario.data.dataset, scenario.data.options, scenario.seed)
+        model = build_model(spec.name, spec.params, ds.input_shape, ds.num_classes, scenario.seed)
+        start_from(model.features, spec.name, spec.params, ds.input_shape, spec.pretrained, fmt, layout)
     except UserError as exc:
         raise ConfigError(f"{source}: model.pretrained: {exc}") from None
 

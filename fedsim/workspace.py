@@ -6,7 +6,6 @@ reused by every client call in that process: no data or model is rebuilt per rou
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
@@ -70,11 +69,10 @@ def new_model(scenario: Scenario) -> SplitModel:
     spec = scenario.model
     model = build_model(spec.name, spec.params, ds.input_shape, ds.num_classes, scenario.seed)
     if spec.pretrained is not None:
-        from fedsim.pretrained import load_pretrained
+        from fedsim.pretrained import start_from
 
-        arch = (spec.name, json.dumps(spec.params, sort_keys=True), ds.input_shape)
         fmt, layout = spec.checkpoint_option("format"), spec.checkpoint_option("layout")
-        load_pretrained(model.features, spec.pretrained, fmt, layout, key=arch)
+        start_from(model.features, spec.name, spec.params, ds.input_shape, spec.pretrained, fmt, layout)
     return model
 
 

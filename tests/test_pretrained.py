@@ -285,6 +285,23 @@ def test_scenario_errors(tmp_path: Path, model: str, message: str) -> None:
         load_scenario(write_scenario(tmp_path, model.replace("HERE", str(tmp_path))))
 
 
+def test_a_checkpoint_that_does_not_fit_fails_validation(tmp_path: Path) -> None:
+    from fedsim.config import ConfigError
+    from fedsim.loader import load_scenario
+
+    save_file(
+        {k: v.contiguous() for k, v in tiny_vit(0).features.state_dict().items()}, tmp_path / "v.safetensors"
+    )
+    arch = "patch_size: 4, dim: 48, depth: 2, heads: 2"
+    model = f"{{name: timm_vit, pretrained: {tmp_path}/v.safetensors, {arch}}}"
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.pretrained: pretrained '.*v\.safetensors' \(timm_vit layout\) "
+        r"does not fit the model: misshapen key cls_token \(1, 1, 32\) in the file, \(1, 1, 48\)",
+    ):
+        load_scenario(write_scenario(tmp_path, model))
+
+
 def test_pfedpg_runs_on_a_pretrained_timm_vit(tmp_path: Path) -> None:
     """The prompt algorithms take the loaded ViT as their frozen backbone (no pretraining)."""
     from fedsim.loader import load_scenario

@@ -33,6 +33,7 @@ __all__ = [
     "requirements",
     "resize_positions",
     "resolve",
+    "start_from",
 ]
 
 _FITTED: Memo[Fitted] = memo("pretrained.fitted", 8)
@@ -76,3 +77,19 @@ def load_pretrained(
     fitted = pretrained_state(module, value, fmt, layout, key)
     module.load_state_dict(fitted.state, strict=True)
     return fitted
+
+
+def start_from(
+    features: nn.Module,
+    model: str,
+    params: dict,
+    input_shape: tuple[int, ...],
+    value: str,
+    fmt: str | None = None,
+    layout: str | None = None,
+) -> Fitted:
+    """Load ``value`` into a scenario model's ``features`` (memoised by architecture and input)."""
+    import json
+
+    key = (model, json.dumps(params, sort_keys=True, default=str), tuple(input_shape))
+    return load_pretrained(features, value, fmt, layout, key=key)
