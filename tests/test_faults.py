@@ -232,8 +232,10 @@ def test_flowers_simulation_engine_injects_the_same_faults_and_keeps_the_deadlin
         rows[runtime] = [r for r in folder.read("clients.jsonl") if r["phase"] == "train"]
         late = [r for r in rows[runtime] if r["fault"] == "hang"]
         assert len(late) == 2 and all("round_deadline_s=2 s" in r["rejected"] for r in late)
-        expected = "no reply within" if runtime == "ray" else "reply after 3.0"
-        assert all(r["rejected"].startswith(expected) for r in late), late
+        # Flower's engine drops a reply past the messages' timeout, but on a loaded machine it
+        # may still deliver one: fedsim then rejects it by its reported seconds (both are late).
+        expected = ("no reply within", "reply after 3.0") if runtime == "ray" else ("reply after 3.0",)
+        assert all(r["rejected"].startswith(expected) for r in late), [r["rejected"] for r in late]
     same = ("round", "partition_id", "fault")
     assert [[r[k] for k in same] for r in rows["ray"]] == [[r[k] for k in same] for r in rows["inprocess"]]
     assert any(r["fault"] not in (None, "hang") for r in rows["ray"])
