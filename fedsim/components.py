@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from fedsim.config import Bench, ConfigError, Experiment, Scenario, format_validation_error
+from fedsim.config import Bench, ConfigError, Experiment, Scenario, format_validation_error, names_a_file
 from fedsim.errors import UserError
 from fedsim.registry import Registry
 
@@ -88,7 +88,7 @@ def _check_pretrained(scenario: Scenario, source: str) -> None:
                 raise ConfigError(f"{source}: model.{key}: only used with model.pretrained")
         return
     try:
-        if not any(c in spec.pretrained for c in "./\\~") and spec.pretrained not in CATALOG:
+        if not names_a_file(spec.pretrained) and spec.pretrained not in CATALOG:
             raise UserError(
                 f"unknown pretrained name {spec.pretrained!r}; expected a checkpoint file or one of: "
                 + ", ".join(CATALOG)

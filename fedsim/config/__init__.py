@@ -41,7 +41,14 @@ from fedsim.config.files import (
     read_document,
     read_yaml,
 )
-from fedsim.config.fl import OptimizerSpec, RoundPolicySpec, Scenario, SystemSpec, scenario_from_json
+from fedsim.config.fl import (
+    OptimizerSpec,
+    RoundPolicySpec,
+    Scenario,
+    SystemSpec,
+    names_a_file,
+    scenario_from_json,
+)
 
 #: The kind of a file without ``kind:``.
 DEFAULT_KIND = "fl"
@@ -106,6 +113,7 @@ __all__ = [
     "apply_overrides",
     "format_validation_error",
     "kind_of",
+    "names_a_file",
     "parse",
     "read_document",
     "read_yaml",

@@ -37,6 +37,11 @@ class DataSpec(DatasetSpec):
 PRETRAINED_KEYS = ("pretrained", "format", "layout")
 
 
+def names_a_file(value: str) -> bool:
+    """Whether ``model.pretrained`` is a path (a dot, slash or tilde) rather than a catalog name."""
+    return any(c in value for c in "./\\~")
+
+
 class ModelSpec(Component):
     """The model: ``name`` plus its parameters, and optionally pretrained weights.
 
@@ -55,7 +60,7 @@ class ModelSpec(Component):
         if not isinstance(data, dict) or data.get("pretrained") is None:
             return data
         value = str(data["pretrained"])
-        if any(c in value for c in "./\\~"):  # a path; a bare word is a catalog name
+        if names_a_file(value):  # a bare word is a catalog name
             value = str(Path(value).expanduser().absolute())
         return {**data, "pretrained": value}
 

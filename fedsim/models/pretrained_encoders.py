@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsim.models.bert import BertConfig, BertEncoder, mean_pool
+from fedsim.models.bert import mean_pool
 from fedsim.models.efficientnet import EfficientNetLite
 from fedsim.models.wordpiece import WordPiece
 
@@ -64,12 +64,10 @@ class MiniLMTextEncoder(nn.Module):
 
     def __init__(self, words: dict[str, int], embed_dim: int) -> None:
         super().__init__()
-        from fedsim.pretrained import load_pretrained, resolve
+        from fedsim.pretrained.text import text_encoder
 
-        path = resolve(TEXT_CHECKPOINT)
-        tokenizer = WordPiece(path.parent / "vocab.txt")
-        self.bert = BertEncoder(BertConfig.from_json(path.parent / "config.json"))
-        load_pretrained(self.bert, TEXT_CHECKPOINT, layout="hf_bert", key=("creamfl-text",))
+        loaded = text_encoder(TEXT_CHECKPOINT)
+        self.bert, tokenizer = loaded.encoder.train(), loaded.tokenizer
         self.pieces: torch.Tensor
         self.register_buffer("pieces", piece_table(words, tokenizer), persistent=False)
         self.cls, self.sep = tokenizer.cls_id, tokenizer.sep_id
