@@ -13,6 +13,7 @@ from torch import nn
 
 from fedsim.config import Scenario
 from fedsim.data.export import node_partition
+from fedsim.devices import resolve as resolve_device
 from fedsim.models import SplitModel
 from fedsim.records import load_arrays, model_to_arrays
 from fedsim.training import Stats, derive_seed
@@ -45,6 +46,11 @@ class ClientEnv:
     data: ClientData
     server_round: int
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Where this call's arithmetic runs (``train.device``)."""
+        return resolve_device(self.scenario.train.device)
 
     def generator(self, purpose: int = 0) -> torch.Generator:
         """A generator fixed by (seed, round, client, purpose)."""

@@ -22,12 +22,13 @@ from __future__ import annotations
 import io
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from fedsim.clients.common import ClientAlgorithm, client_env, number, reply
+from fedsim.clients.common import ClientAlgorithm, ClientEnv, client_env, number, reply
 from fedsim.config import OptimizerSpec, Scenario
 from fedsim.data.paired import HAS_IMAGE, HAS_TEXT, Modality, PrivateSet
+from fedsim.devices import CPU, move_optimizer, placed
 from fedsim.methods.creamfl import (
     GLOBAL_RECORD,
     LOCAL_RECORD,
@@ -112,7 +113,7 @@ def private_epoch(
             if len(idx) < 2:
                 return None
             img, txt = net.image(data.images[idx]), net.text(data.tokens[idx])  # type: ignore[index,misc]  # a pair client holds both
-            hits = (img @ txt.T).argmax(1) == torch.arange(len(idx))  # in-batch retrieval
+            hits = (img @ txt.T).argmax(1) == torch.arange(len(idx), device=img.device)  # in-batch retrieval
             loss = info_nce(img, txt, tau)
         else:
             head = net.image_head if data.modality == "image" else net.text_head
@@ -176,51 +177,61 @@ def train(msg: Message, context: Context) -> Message:
     env = client_env(msg, context)
     if GLOBAL_RECORD not in msg.content.array_records:  # public-only baseline: nothing to do
         return reply(msg, env, Stats(0.0, 0.0, 0))
-    p = params_of(env.scenario)
-    data = paired_of(env.scenario)
-    modality = data.modality_of(env.partition_id)
-    held = modalities_of(modality)
+    modality = paired_of(env.scenario).modality_of(env.partition_id)
     with env.timed():
         net, age = client_model(context, env.scenario, env.partition_id, modality)
-        public = {m: public_inputs(data.public, m) for m in held}
-        previous = {m: encode_set(net, m, x) for m, x in public.items()}  # frozen round-start model
-        global_reps = {
-            k: torch.from_numpy(v.copy())
-            for k, v in arrays_to_numpy(msg.content.array_records[GLOBAL_RECORD]).items()
-        }
-        spec = env.scenario.train
-        stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id)
-        optimizer, generator = client_optimizer(context, net, spec.optimizer, p), env.generator(0)
-        public_generator, reg = env.generator(1), 0.0
-        for kind in local_schedule(spec.local_epochs, p, age):
-            if kind == "private":
-                stats = private_epoch(
-                    net,
-                    private,
-                    tau=p.contrastive_tau,
-                    batch_size=spec.batch_size,
-                    optimizer=optimizer,
-                    generator=generator,
-                )
-            else:
-                reg = public_regularised_pass(
-                    net,
-                    public,
-                    global_reps,
-                    previous,
-                    p,
-                    batch_size=spec.batch_size,
-                    optimizer=optimizer,  # the same optimizer as the private epoch (see the server's)
-                    generator=public_generator,
-                )
-        local = numpy_to_arrays({m: encode_set(net, m, x).numpy() for m, x in public.items()})
+        with placed(env.device, net) as device:
+            stats, reg, local, optimizer = _local_round(msg, context, env, net, age, device)
         context.state[MODEL_KEY] = state_to_arrays(net.state_dict())
         context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
-        if p.client_optimizer == "kept":
+        if params_of(env.scenario).client_optimizer == "kept":
+            move_optimizer(optimizer, CPU)
             context.state[OPTIMIZER_KEY] = ConfigRecord({"state": _to_bytes(optimizer.state_dict())})
     out = reply(msg, env, stats, **{"public-loss": reg, "model-rounds": age + 1})
     out.content[LOCAL_RECORD] = local
     return out
+
+
+def _local_round(
+    msg: Message, context: Context, env: ClientEnv, net: MultimodalNet, age: int, device: torch.device
+) -> tuple[Stats, float, ArrayRecord, torch.optim.Optimizer]:
+    """The round's passes on ``device``: (last private stats, last public loss, the public set's
+    representations, the optimizer)."""
+    p, data = params_of(env.scenario), paired_of(env.scenario)
+    held = modalities_of(data.modality_of(env.partition_id))
+    public = {m: public_inputs(data.public, m).to(device) for m in held}
+    previous = {m: encode_set(net, m, x).to(device) for m, x in public.items()}  # round-start model
+    global_reps = {
+        k: torch.from_numpy(v.copy()).to(device)
+        for k, v in arrays_to_numpy(msg.content.array_records[GLOBAL_RECORD]).items()
+    }
+    spec = env.scenario.train
+    stats, private = Stats(0.0, 0.0, 0), data.private(env.partition_id).to(device)
+    optimizer, generator = client_optimizer(context, net, spec.optimizer, p), env.generator(0)
+    public_generator, reg = env.generator(1), 0.0
+    for kind in local_schedule(spec.local_epochs, p, age):
+        if kind == "private":
+            stats = private_epoch(
+                net,
+                private,
+                tau=p.contrastive_tau,
+                batch_size=spec.batch_size,
+                optimizer=optimizer,
+                generator=generator,
+            )
+        else:
+            reg = public_regularised_pass(
+                net,
+                public,
+                global_reps,
+                previous,
+                p,
+                batch_size=spec.batch_size,
+                optimizer=optimizer,  # the same optimizer as the private epoch (see the server's)
+                generator=public_generator,
+            )
+    local = numpy_to_arrays({m: encode_set(net, m, x).numpy() for m, x in public.items()})
+    return stats, reg, local, optimizer
 
 
 def evaluate(msg: Message, context: Context) -> Message:

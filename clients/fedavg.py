@@ -10,8 +10,9 @@ from torch import nn
 
 from fedsim.clients.cohort import GroupAnswer, answer_groups, outputs_together, shared_time, train_together
 from fedsim.clients.common import ClientAlgorithm, ClientEnv, arrays_of, client_env, reply
+from fedsim.devices import placed
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
-from fedsim.training import Stats, make_optimizer, train_epochs
+from fedsim.training import Stats, make_optimizer, outputs, train_epochs
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -20,15 +21,16 @@ def train(msg: Message, context: Context) -> Message:
     with env.timed():
         model = env.model(msg.content.array_records["arrays"])
         spec = env.scenario.train
-        stats = train_epochs(
-            model,
-            env.data.x_train,
-            env.data.y_train,
-            epochs=spec.local_epochs,
-            batch_size=spec.batch_size,
-            optimizer=make_optimizer(model.parameters(), spec.optimizer),
-            generator=env.generator(),
-        )
+        with placed(env.device, model):
+            stats = train_epochs(
+                model,
+                env.data.x_train,
+                env.data.y_train,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                optimizer=make_optimizer(model.parameters(), spec.optimizer),
+                generator=env.generator(),
+            )
         arrays = arrays_of(model)
     return reply(msg, env, stats, arrays)
 
@@ -55,7 +57,9 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     with env.timed():
         model = env.model(msg.content.array_records["arrays"])
         model.eval()
-        stats, extra = local_metrics(model(env.data.x_test), env.data.y_test)
+        with placed(env.device, model) as device:
+            logits = outputs(model, env.data.x_test, device)
+        stats, extra = local_metrics(logits, env.data.y_test)
     return reply(msg, env, stats, **extra)
 
 

@@ -27,10 +27,11 @@ from torch import nn
 from fedsim.clients.cohort import answer_groups, outputs_together, shared_time, train_together
 from fedsim.clients.common import ClientAlgorithm, ClientEnv, arrays_of, client_env, persistent_linear, reply
 from fedsim.cohort import Params
+from fedsim.devices import placed
 from fedsim.methods.fedloge import FedLoGeNet, LocalTraining, local_logits, local_loss, worker_net
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
-from fedsim.training import Stats, make_optimizer, train_epochs
+from fedsim.training import Stats, make_optimizer, outputs, train_epochs
 
 #: Key of the local head in ``context.state`` (never sent).
 PHI_KEY = "fedloge.phi"
@@ -62,16 +63,17 @@ def train(msg: Message, context: Context) -> Message:
         phi, age = local_head(context, d, c, env.scenario.seed, env.partition_id)
         model = LocalTraining(net, phi)
         spec = env.scenario.train
-        stats = train_epochs(
-            model,
-            env.data.x_train,
-            env.data.y_train,
-            epochs=spec.local_epochs,
-            batch_size=spec.batch_size,
-            optimizer=make_optimizer(model.parameters(), spec.optimizer),
-            generator=env.generator(),
-            loss_fn=lambda m, x, y: local_loss(m(x), y),
-        )
+        with placed(env.device, model):
+            stats = train_epochs(
+                model,
+                env.data.x_train,
+                env.data.y_train,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                optimizer=make_optimizer(model.parameters(), spec.optimizer),
+                generator=env.generator(),
+                loss_fn=lambda m, x, y: local_loss(m(x), y),
+            )
         _save_head(context, phi, age)
         arrays = arrays_of(net)
     return reply(msg, env, stats, arrays, **{"local-head-rounds": age + 1})
@@ -141,7 +143,9 @@ def evaluate_local(msg: Message, context: Context) -> Message:
         net = worker_net(env.scenario)
         load_arrays(net, msg.content.array_records["arrays"])
         net.eval()
-        stats, metrics = _local_metrics(net, net.features(env.data.x_test), env, context)
+        with placed(env.device, net) as device:
+            z = outputs(net.features, env.data.x_test, device)
+        stats, metrics = _local_metrics(net, z, env, context)
     return reply(msg, env, stats, **metrics)
 
 

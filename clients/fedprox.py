@@ -13,6 +13,7 @@ from torch import nn
 from fedsim.clients.cohort import answer_groups
 from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
 from fedsim.clients.fedavg import evaluate_cohort, evaluate_local, train_group
+from fedsim.devices import placed
 from fedsim.methods.fedprox import MU_KEY
 from fedsim.training import cross_entropy, make_optimizer, train_epochs
 
@@ -36,18 +37,19 @@ def train(msg: Message, context: Context) -> Message:
     mu = scalar(msg.content.config_records["config"][MU_KEY])
     with env.timed():
         model = env.model(msg.content.array_records["arrays"])
-        global_params = [p.detach().clone() for p in model.parameters()]
         spec = env.scenario.train
-        stats = train_epochs(
-            model,
-            env.data.x_train,
-            env.data.y_train,
-            epochs=spec.local_epochs,
-            batch_size=spec.batch_size,
-            optimizer=make_optimizer(model.parameters(), spec.optimizer),
-            generator=env.generator(),
-            loss_fn=proximal_loss(global_params, mu),
-        )
+        with placed(env.device, model):
+            global_params = [p.detach().clone() for p in model.parameters()]
+            stats = train_epochs(
+                model,
+                env.data.x_train,
+                env.data.y_train,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                optimizer=make_optimizer(model.parameters(), spec.optimizer),
+                generator=env.generator(),
+                loss_fn=proximal_loss(global_params, mu),
+            )
         arrays = arrays_of(model)
     return reply(msg, env, stats, arrays)
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from fedsim.clients.common import ClientAlgorithm, ClientEnv, client_env, persistent_linear, reply
 from fedsim.config import Scenario
+from fedsim.devices import placed
 from fedsim.methods.pfedpg import (
     DELTA_KEY,
     PROMPTS_KEY,
@@ -107,15 +108,16 @@ def train(msg: Message, context: Context, tune_prompts: bool = True) -> Message:
     with env.timed():
         model, start, from_server, age = _classifier(msg, context, env)
         spec = env.scenario.train
-        stats = train_epochs(
-            model,
-            data.x_train,
-            data.y_train,
-            epochs=spec.local_epochs,
-            batch_size=spec.batch_size,
-            optimizer=make_optimizer(trainable(model, tune_prompts), spec.optimizer),
-            generator=env.generator(),
-        )
+        with placed(env.device, model):
+            stats = train_epochs(
+                model,
+                data.x_train,
+                data.y_train,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                optimizer=make_optimizer(trainable(model, tune_prompts), spec.optimizer),
+                generator=env.generator(),
+            )
         tuned = model.prompts.detach().clone()
         context.state[HEAD_KEY] = state_to_arrays(model.head.state_dict())
         context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})
@@ -135,7 +137,8 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     data = prompt_client_data(env.scenario, env.partition_id)
     with env.timed():
         model, _, _, _ = _classifier(msg, context, env)
-        stats = evaluate(model, data.x_test, data.y_test) if len(data.y_test) else Stats(0.0, 0.0, 0)
+        with placed(env.device, model):
+            stats = evaluate(model, data.x_test, data.y_test) if len(data.y_test) else Stats(0.0, 0.0, 0)
     return reply(msg, env, stats, **{"has-local-head": float(HEAD_KEY in context.state)})
 
 

@@ -28,6 +28,7 @@ from fedsim.clients import pfedpg as pfedpg_client
 from fedsim.clients.common import ClientAlgorithm
 from fedsim.cohort import unsupported_layer
 from fedsim.config import Scenario
+from fedsim.devices import resolve as resolve_device
 from fedsim.errors import UserError
 from fedsim.memo import Memo, memo
 from fedsim.methods.creamfl import CreamFLParams
@@ -113,6 +114,8 @@ def _cohort_plan(scenario: Scenario) -> tuple[bool, str]:
     why = ""
     if not (runtime.name == "inprocess" or (runtime.name == "ray" and runtime.engine == "fedsim")):
         why = f"runtime {runtime.name} hands each client its messages one at a time"
+    elif resolve_device(scenario.train.device).type != "cpu":
+        why = f"train.device is {scenario.train.device} (cohorts train on the CPU)"
     elif scenario.faults.injected():
         why = "faults are injected (each client commits its own in its own call)"
     elif client_of(name).train_cohort is None:

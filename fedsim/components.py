@@ -57,6 +57,12 @@ def check_scenario(scenario: Scenario, source: str) -> None:
     algo = scenario.algorithm
     check_named(ALGORITHMS, algo.name, algo.params, source, "algorithm", "algorithm.name")
     check_named(RUNTIMES, scenario.runtime.name, {}, source, "runtime", "runtime.name")
+    from fedsim.devices import resolve as resolve_device
+
+    try:
+        resolve_device(scenario.train.device)
+    except UserError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if scenario.train.vectorise == "on":
         try:
             cohort_plan(scenario)

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from fedsim.config import OptimizerSpec
+from fedsim.devices import module_device
 
+Forward = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -57,8 +59,10 @@ def train_epochs(
     generator: torch.Generator,
     loss_fn: LossFn = cross_entropy,
 ) -> Stats:
-    """Train for ``epochs`` passes over (x, y); statistics of the last epoch."""
+    """Train for ``epochs`` passes over (x, y) on the model's device; statistics of the last epoch."""
     model.train()
+    device = module_device(model)
+    x, y = x.to(device), y.to(device)
     n = len(y)
     loss, correct = 0.0, 0
     for _ in range(epochs):
@@ -106,13 +110,21 @@ def optimise_epoch(
 
 
 @torch.no_grad()
+def outputs(fn: Forward, x: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+    """``fn`` over ``x`` in batches sent to ``device``; the outputs joined, on the CPU."""
+    parts = [fn(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else fn(x[:0].to(device)).cpu()
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> Stats:
-    """Mean cross-entropy and accuracy of ``model`` on (x, y)."""
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), batches sent to the model's device."""
     model.eval()
+    device = module_device(model)
     n = len(y)
     total_loss, correct = 0.0, 0
     for start in range(0, n, batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
         logits = model(xb)
         total_loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())

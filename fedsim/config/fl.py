@@ -123,6 +123,12 @@ class TrainSpec(Strict):
     vectorise: Literal["off", "on", "auto"] = Field(
         "off", description="train a round's clients as one vectorised cohort (auto: where supported)"
     )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|auto|mps|cuda(:\d+)?)$",
+        description="where local epochs, evaluation and the server's training run: cpu, cuda, cuda:N, "
+        "mps, or auto (a CUDA device where there is one)",
+    )
     cohort_memory_mb: float = Field(
         1024,
         gt=0,

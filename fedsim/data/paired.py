@@ -62,6 +62,12 @@ class PrivateSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device) -> PrivateSet:
+        """The same set with its tensors on ``device``."""
+        images = None if self.images is None else self.images.to(device)
+        tokens = None if self.tokens is None else self.tokens.to(device)
+        return PrivateSet(self.modality, images, tokens, self.labels.to(device))
+
 
 @dataclass(frozen=True, eq=False)
 class PairedData:

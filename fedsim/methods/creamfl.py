@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Literal
 
 import torch
@@ -38,9 +39,11 @@ from torch import nn
 from fedsim.config import Params, Scenario
 from fedsim.data.captions import vocabulary
 from fedsim.data.paired import Modality, PairedData, PairedSet, build_paired
+from fedsim.devices import module_device
 from fedsim.errors import UserError
 from fedsim.memo import Memo, memo
 from fedsim.models.multimodal import MultimodalNet, MultimodalParams, build_multimodal
+from fedsim.training import outputs
 from fedsim.workspace import federated_data
 
 RECALL_KS = (1, 5, 10)
@@ -55,7 +58,7 @@ def info_nce(
     loss, PCME's soft contrastive loss, is a sum).
     """
     logits = images @ texts.T / tau
-    target = torch.arange(len(images))
+    target = torch.arange(len(images), device=images.device)
     ce = nn.functional.cross_entropy
     return (ce(logits, target, reduction=reduction) + ce(logits.T, target, reduction=reduction)) / 2
 
@@ -100,7 +103,7 @@ def intra_modal_loss(
 ) -> torch.Tensor:
     """Mean L_intra: positive the global embedding, negative the previous-round local one (rows aligned)."""
     logits = torch.stack([(local * global_same).sum(1), (local * previous).sum(1)], dim=1) / tau
-    return nn.functional.cross_entropy(logits, torch.zeros(len(local), dtype=torch.long))
+    return nn.functional.cross_entropy(logits, torch.zeros(len(local), dtype=torch.long, device=local.device))
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -121,11 +124,11 @@ def ensemble_scores(local: torch.Tensor, global_other: torch.Tensor, chunk: int 
         Public items scored at once: the largest intermediate is ``[C, chunk, |P|]``.
     """
     n = local.shape[1]
-    out = torch.empty(local.shape[0], n, dtype=local.dtype)
+    out = torch.empty(local.shape[0], n, dtype=local.dtype, device=local.device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         logp = torch.log_softmax(local[:, start:stop] @ global_other.T, dim=-1)  # [C, chunk, |P|]
-        rows = torch.arange(stop - start)
+        rows = torch.arange(stop - start, device=local.device)
         out[:, start:stop] = logp[:, rows, rows + start]
     return out
 
@@ -316,11 +319,10 @@ def new_net(scenario: Scenario, modality: Modality, server: bool, seed: int) -> 
 def encode_set(
     net: MultimodalNet, modality: str, inputs: torch.Tensor, batch_size: int = 500
 ) -> torch.Tensor:
-    """Embeddings ``[N, d]`` of all ``inputs`` by the encoder of ``modality`` (eval mode)."""
+    """Embeddings ``[N, d]`` of all ``inputs`` by the encoder of ``modality`` (eval mode), computed on
+    the net's device, returned on the CPU."""
     net.eval()
-    return torch.cat(
-        [net.encode(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-    )
+    return outputs(partial(net.encode, modality), inputs, module_device(net), batch_size)
 
 
 def public_inputs(public: PairedSet, modality: str) -> torch.Tensor:

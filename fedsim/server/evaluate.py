@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 from flwr.app import ArrayRecord
+from torch.nn.functional import cross_entropy
 
 from fedsim.config import Scenario
+from fedsim.devices import placed, resolve
 from fedsim.metrics import server_group_accuracy
 from fedsim.records import load_arrays
-from fedsim.training import evaluate
+from fedsim.training import outputs
 from fedsim.workspace import federated_data, worker_model
 
 
@@ -18,10 +20,12 @@ def central_evaluate(scenario: Scenario, arrays: ArrayRecord) -> dict[str, float
     model = worker_model(scenario, "server")
     load_arrays(model, arrays)
     ds = federated_data(scenario).dataset
-    stats = evaluate(model, ds.x_test, ds.y_test)
-    pred = torch.cat([model(ds.x_test[i : i + 1024]).argmax(1) for i in range(0, len(ds.y_test), 1024)])
+    model.eval()
+    with placed(resolve(scenario.train.device), model) as device:
+        logits = outputs(model, ds.x_test, device)
+    pred, n = logits.argmax(1), max(len(ds.y_test), 1)
     return {
-        "server_loss": stats.loss,
-        "server_accuracy": stats.accuracy,
+        "server_loss": float(cross_entropy(logits, ds.y_test, reduction="sum")) / n,
+        "server_accuracy": int((pred == ds.y_test).sum()) / n,
         **server_group_accuracy(pred, ds.y_test, scenario, "server"),
     }

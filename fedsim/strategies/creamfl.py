@@ -31,6 +31,7 @@ classifiers of their own private task; the method is judged on the server).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
@@ -39,6 +40,7 @@ from flwr.serverapp import Grid
 
 from fedsim.config import Scenario
 from fedsim.data.paired import PairedSet
+from fedsim.devices import module_device, placed, resolve
 from fedsim.memo import Memo, memo
 from fedsim.methods.creamfl import (
     AGGREGATIONS,
@@ -87,6 +89,9 @@ def train_contrastive(
 ) -> float:
     """One epoch of symmetric InfoNCE on pairs; the mean of the batches' losses (per item)."""
 
+    device = module_device(net)
+    images, tokens = images.to(device), tokens.to(device)
+
     def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
         if len(idx) < 2:
             return None
@@ -114,8 +119,12 @@ def distil(
     the clients' representations of the unshifted images, as in the authors' code).
     """
 
+    device = module_device(net)
+    sources = {m: public_inputs(public, m).to(device) for m in targets}
+    targets = {m: t.to(device) for m, t in targets.items()}
+
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        inputs = {m: public_inputs(public, m)[idx] for m in targets}
+        inputs = {m: sources[m][idx] for m in targets}
         if "image" in inputs:
             inputs["image"] = shifted(inputs["image"], shift, generator)
         return kd_weight * sum(mse(net.encode(m, inputs[m]), t[idx]) for m, t in targets.items())  # type: ignore[return-value]  # targets is never empty: a tensor
@@ -142,7 +151,8 @@ def evaluate_retrieval(scenario: Scenario, arrays: ArrayRecord) -> dict[str, flo
     net = _EVAL_NETS.get(scenario.to_json(), lambda: server_net(scenario))
     load_arrays(net, arrays)
     test = paired_of(scenario).test
-    sim = encode_set(net, "image", test.images) @ encode_set(net, "text", test.tokens).T
+    with placed(resolve(scenario.train.device), net):
+        sim = encode_set(net, "image", test.images) @ encode_set(net, "text", test.tokens).T
     return {f"server_{k}": v for k, v in recall_at_k(sim).items()}
 
 
@@ -198,6 +208,11 @@ class CreamFL(FedAvg):
             self._kd_opt = self._server_adam()
         return self._kd_opt
 
+    def _placed(self) -> AbstractContextManager[torch.device]:
+        """The server net and its optimizers on ``train.device`` for the enclosed epochs."""
+        device = resolve(self.scenario.train.device)
+        return placed(device, self.net, optimizers=(self.optimizer, self.distil_optimizer))
+
     def _server_adam(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.net.parameters(), lr=self.params.server_lr)
 
@@ -220,19 +235,20 @@ class CreamFL(FedAvg):
         for opt in (self.optimizer, self.distil_optimizer):  # the same one when shared
             for group in opt.param_groups:
                 group["lr"] = lr
-        loss = train_contrastive(
-            self.net,
-            public.images,
-            public.tokens,
-            tau=p.contrastive_tau,
-            batch_size=p.server_batch_size,
-            optimizer=self.optimizer,
-            generator=self._generator(server_round, _SALT_SERVER_TRAIN),
-            reduction=p.server_loss_reduction,
-            clip=p.server_grad_clip,
-        )
+        with self._placed():
+            loss = train_contrastive(
+                self.net,
+                public.images,
+                public.tokens,
+                tau=p.contrastive_tau,
+                batch_size=p.server_batch_size,
+                optimizer=self.optimizer,
+                generator=self._generator(server_round, _SALT_SERVER_TRAIN),
+                reduction=p.server_loss_reduction,
+                clip=p.server_grad_clip,
+            )
+            self._global = {m: encode_set(self.net, m, public_inputs(public, m)) for m in MODALITY_KEYS}
         self._server_metrics = {"server-public-loss": loss, "server-lr": lr}
-        self._global = {m: encode_set(self.net, m, public_inputs(public, m)) for m in MODALITY_KEYS}
         return super().configure_train(server_round, arrays, config, grid)
 
     def train_content(self, server_round: int, arrays: ArrayRecord, node: NodeInfo) -> RecordDict:
@@ -280,17 +296,18 @@ class CreamFL(FedAvg):
         if targets and p.kd_weight > 0:
             kd_weight = p.kd_weight * (client_types(sent) if p.kd_per_client_type else 1)
             metrics["server-kd-weight"] = kd_weight
-            metrics["server-kd-loss"] = distil(
-                self.net,
-                paired_of(self.scenario).public,
-                targets,
-                kd_weight=kd_weight,
-                batch_size=p.server_batch_size,
-                optimizer=self.distil_optimizer,
-                generator=self._generator(server_round, _SALT_SERVER_KD),
-                shift=p.kd_shift,
-                clip=p.server_grad_clip,
-            )
+            with self._placed():
+                metrics["server-kd-loss"] = distil(
+                    self.net,
+                    paired_of(self.scenario).public,
+                    targets,
+                    kd_weight=kd_weight,
+                    batch_size=p.server_batch_size,
+                    optimizer=self.distil_optimizer,
+                    generator=self._generator(server_round, _SALT_SERVER_KD),
+                    shift=p.kd_shift,
+                    clip=p.server_grad_clip,
+                )
         if ok:
             metrics.update(aggregate_metrics([m.content for m in ok], "num-examples"))
         return model_to_arrays(self.net), MetricRecord(metrics)
