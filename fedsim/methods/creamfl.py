@@ -95,7 +95,7 @@ def inter_modal_loss(
     tau : float
         Temperature.
     """
-    return nn.functional.cross_entropy(local @ global_other.T / tau, index)
+    return nn.functional.cross_entropy(local @ global_other.T / tau, index.to(local.device))
 
 
 def intra_modal_loss(
@@ -141,7 +141,7 @@ def ensemble_weights(local: torch.Tensor, global_other: torch.Tensor, chunk: int
 def mean_weights(local: torch.Tensor) -> torch.Tensor:
     """Uniform weights 1/C (the mean-aggregation ablation)."""
     c, n = local.shape[:2]
-    return torch.full((c, n), 1.0 / c, dtype=local.dtype)
+    return torch.full((c, n), 1.0 / c, dtype=local.dtype, device=local.device)
 
 
 def aggregate(local: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

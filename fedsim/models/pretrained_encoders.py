@@ -83,11 +83,11 @@ class MiniLMTextEncoder(nn.Module):
         pieces, real = pieces[:, :n], real[:, :n]
         lengths = real.sum(1)
         b = len(tokens)
-        ids = torch.zeros(b, n + 2, dtype=torch.long)
+        ids = torch.zeros(b, n + 2, dtype=torch.long, device=tokens.device)
         ids[:, 0] = self.cls
         ids[:, 1 : n + 1] = pieces
-        ids[torch.arange(b), lengths + 1] = self.sep
-        mask = torch.arange(n + 2).unsqueeze(0) <= (lengths + 1).unsqueeze(1)
+        ids[torch.arange(b, device=tokens.device), lengths + 1] = self.sep
+        mask = torch.arange(n + 2, device=tokens.device).unsqueeze(0) <= (lengths + 1).unsqueeze(1)
         return ids, mask.long()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
