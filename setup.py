@@ -19,5 +19,5 @@ for name, folder in MAPPED.items():
 setup(
     packages=packages,
     package_dir=MAPPED,
-    package_data={"fedsim.edge.proto": ["*.proto"]},
+    package_data={"fedsim.edge.proto": ["*.proto"], "fedsim.edge.trace_data": ["*.csv"]},
 )

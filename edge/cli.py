@@ -14,6 +14,7 @@ import typer
 
 from fedsim.edge.commands.bench import bench
 from fedsim.edge.commands.common import console
+from fedsim.edge.commands.plan import plan
 from fedsim.edge.commands.testbed import health, serve, worker
 from fedsim.edge.commands.train import evaluate_, export, profile, train
 from fedsim.errors import UserError
@@ -53,5 +54,18 @@ app.command()(serve)
 app.command()(worker)
 app.command()(health)
 app.command()(bench)
+app.command()(plan)
 
-__all__ = ["app", "bench", "console", "evaluate_", "export", "health", "profile", "serve", "train", "worker"]
+__all__ = [
+    "app",
+    "bench",
+    "console",
+    "evaluate_",
+    "export",
+    "health",
+    "plan",
+    "profile",
+    "serve",
+    "train",
+    "worker",
+]

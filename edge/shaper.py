@@ -16,6 +16,11 @@ again (retransmissions can be lost too), so a transfer serialises ``1 / (1 - los
 its bytes on average. Jitter and loss come from one :class:`numpy.random.Generator` per
 direction, seeded by ``seed``: for a given seed and call order the delays are the same.
 
+With a :class:`~fedsim.edge.traces.Trace` (``trace=``), the rate and RTT of a transfer are
+those of the trace row in force when the transfer starts on its link (after queueing), in
+seconds since the shaper was made, the trace replaying in a loop; jitter and loss still
+come from ``profile``, which may then be ``None`` (no jitter, no loss).
+
 Optional and more realistic on a real Linux host, :func:`tc_tbf_commands` and
 :func:`run_in_netns` shape the loopback interface of a private network namespace with a
 token-bucket filter (``tc tbf``; ``netem`` is missing on these machines, so propagation
@@ -30,7 +35,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -39,6 +44,7 @@ from pydantic import ValidationError
 
 from fedsim.components import NO_SHAPING
 from fedsim.config import LinkSpec, format_validation_error
+from fedsim.edge.traces import Trace
 from fedsim.errors import UserError
 from fedsim.system.profiles import NETWORKS, NetworkProfile
 from fedsim.system.timing import (
@@ -117,15 +123,27 @@ def sleep_until(deadline: float) -> None:
 
 
 class _Link:
-    """One direction of a link: a busy-until clock, a rate, a delay and a seeded generator."""
+    """One direction of a link: a busy-until clock, a rate, a delay and a seeded generator.
+
+    ``schedule``, when given, maps a transfer's start (``time.perf_counter``) to the
+    (rate, RTT) in force then, instead of the fixed ``mbps`` and ``rtt_ms``.
+    """
 
     def __init__(
-        self, mbps: float, rtt_ms: float, jitter_ms: float, loss: float, mtu: int, rng: np.random.Generator
+        self,
+        mbps: float,
+        rtt_ms: float,
+        jitter_ms: float,
+        loss: float,
+        mtu: int,
+        rng: np.random.Generator,
+        schedule: Callable[[float], tuple[float, float]] | None = None,
     ) -> None:
         self.mbps, self.rtt_ms, self.jitter_ms = mbps, rtt_ms, jitter_ms
         self.loss = loss
         self.mtu = mtu
         self.rng = rng
+        self.schedule = schedule
         self.free_at = -math.inf
         self.lock = threading.Lock()
 
@@ -136,11 +154,10 @@ class _Link:
     def reserve(self, nbytes: int, now: float) -> tuple[float, float]:
         """Occupy the link for ``nbytes`` from ``now``; (arrival time, seconds from ``now`` to it)."""
         with self.lock:
-            serialise = serialisation_s(self.wire_bytes(nbytes), self.mbps)
-            delay = link_delay_s(
-                self.rtt_ms, self.jitter_ms, self.rng.random() if self.jitter_ms > 0 else 0.5
-            )
             wait = max(0.0, self.free_at - now)
+            mbps, rtt_ms = (self.mbps, self.rtt_ms) if self.schedule is None else self.schedule(now + wait)
+            serialise = serialisation_s(self.wire_bytes(nbytes), mbps)
+            delay = link_delay_s(rtt_ms, self.jitter_ms, self.rng.random() if self.jitter_ms > 0 else 0.5)
             self.free_at = now + wait + serialise
         planned = wait + serialise + delay
         return now + planned, planned
@@ -152,27 +169,65 @@ class Shaper:
     Parameters
     ----------
     profile : NetworkProfile or None
-        The link (see :func:`network_profile`); ``None``: no shaping (nothing sleeps).
+        The link (see :func:`network_profile`); ``None``: no shaping (nothing sleeps), unless
+        there is a ``trace``.
     seed : int
         Seeds the jitter and loss draws (one generator per direction).
     mtu : int
         Packet size in bytes for loss and retransmission.
+    trace : Trace, optional
+        Rates and RTT over time (:mod:`fedsim.edge.traces`), replayed in a loop from
+        ``clock_start``; they replace the profile's, whose jitter and loss still apply
+        (none without a profile).
+    clock_start : float, optional
+        ``time.perf_counter()`` value at which the trace starts; by default, now.
     """
 
-    def __init__(self, profile: NetworkProfile | None, seed: int = 0, mtu: int = 1500) -> None:
+    def __init__(
+        self,
+        profile: NetworkProfile | None,
+        seed: int = 0,
+        mtu: int = 1500,
+        *,
+        trace: Trace | None = None,
+        clock_start: float | None = None,
+    ) -> None:
         if isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0:
             raise UserError(f"mtu: expected a positive integer, got {mtu!r}")
         self.profile = profile
         self.seed = seed
         self.mtu = mtu
+        self.trace = trace
+        self.clock_start = time.perf_counter() if clock_start is None else clock_start
         self._links: dict[str, _Link] = {}
-        if profile is not None:
+        if profile is not None or trace is not None:
             up, down = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-            p = profile
+            p = profile if profile is not None else NetworkProfile("trace", 1.0, 1.0, 0.0, 0.0, 0.0, "")
+            schedules = self._schedules()
             self._links = {
-                "uplink": _Link(p.uplink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, rng=up),
-                "downlink": _Link(p.downlink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, rng=down),
+                "uplink": _Link(p.uplink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, up, schedules[0]),
+                "downlink": _Link(p.downlink_mbps, p.rtt_ms, p.jitter_ms, p.loss, mtu, down, schedules[1]),
             }
+
+    def _schedules(self) -> tuple[Callable[[float], tuple[float, float]] | None, ...]:
+        """(uplink, downlink) maps of a start time to (rate, RTT) from the trace; ``None`` without one."""
+        trace = self.trace
+        if trace is None:
+            return None, None
+
+        def up(start: float) -> tuple[float, float]:
+            s = trace.at(max(0.0, start - self.clock_start))
+            return s.up_mbps, s.rtt_ms
+
+        def down(start: float) -> tuple[float, float]:
+            s = trace.at(max(0.0, start - self.clock_start))
+            return s.down_mbps, s.rtt_ms
+
+        return up, down
+
+    def trace_time(self, now: float | None = None) -> float:
+        """Seconds since the trace started (``clock_start``) at ``now`` (default: the current time)."""
+        return max(0.0, (time.perf_counter() if now is None else now) - self.clock_start)
 
     def uplink(self, nbytes: int) -> float:
         """Block for the transfer of ``nbytes`` client -> server; the seconds planned."""
@@ -191,23 +246,42 @@ class Shaper:
         check_direction(direction)
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        if self.profile is None:
+        if not self._links:
             return 0.0
         arrival, planned = self._links[direction].reserve(int(nbytes), time.perf_counter())
         sleep_until(arrival)
         return planned
 
-    def expected(self, nbytes: int, direction: str) -> float:
-        """The reference time ``S * 8 / r + rtt / 2`` in seconds (no queueing, jitter or loss)."""
+    def expected(self, nbytes: int, direction: str, t: float | None = None) -> float:
+        """The reference time ``S * 8 / r + rtt / 2`` in seconds (no queueing, jitter or loss).
+
+        With a trace, ``r`` and ``rtt`` are those of the row in force ``t`` seconds into the
+        trace (default: now, :meth:`trace_time`).
+        """
         check_direction(direction)
-        if self.profile is None:
+        if self.trace is not None:
+            link: NetworkProfile | None = self.trace.profile_at(self.trace_time() if t is None else t)
+        else:
+            link = self.profile
+        if link is None:
             return 0.0
-        return serialisation_s(nbytes, direction_mbps(self.profile, direction)) + link_delay_s(
-            self.profile.rtt_ms, 0.0
-        )
+        return serialisation_s(nbytes, direction_mbps(link, direction)) + link_delay_s(link.rtt_ms, 0.0)
 
     def describe(self) -> dict[str, Any]:
-        """The link for a result file: profile fields, seed, MTU and the method."""
+        """The link for a result file: profile fields (or the trace's), seed, MTU and the method."""
+        if self.trace is not None:
+            trace, p = self.trace, self.profile
+            return {
+                "name": f"trace:{trace.name}",
+                **trace.describe(),
+                "profile": None if p is None else p.name,
+                "jitter_ms": 0.0 if p is None else p.jitter_ms,
+                "loss": 0.0 if p is None else p.loss,
+                "seed": self.seed,
+                "mtu": self.mtu,
+                "method": f"{METHOD}; rate and RTT replayed in a loop from trace {trace.name} "
+                f"({trace.duration:g} s, the row in force when a transfer starts)",
+            }
         if self.profile is None:
             return {"name": "none", "method": "no shaping", "seed": self.seed}
         return {**asdict(self.profile), "seed": self.seed, "mtu": self.mtu, "method": METHOD}

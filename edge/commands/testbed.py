@@ -127,6 +127,9 @@ def worker(
         bool, typer.Option(help="Scale times to the profile's speed; --no-emulate on the real board.")
     ] = True,
     network: Annotated[str, typer.Option(help="Network profile for the shaper (none: no shaping).")] = "none",
+    trace: Annotated[
+        str | None, typer.Option(help="Bandwidth trace the shaper replays in real time (name or CSV).")
+    ] = None,
     channels: Annotated[
         int | None, typer.Option("--channels", "-C", help="Bottleneck width C (split).")
     ] = None,
@@ -171,6 +174,7 @@ def worker(
         device=device,
         emulate=emulate,
         network=None if network in ("none", "") else network,
+        trace=trace,
         channels=channels,
         requests=requests,
         warmup=warmup,

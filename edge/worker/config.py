@@ -33,6 +33,9 @@ class WorkerConfig:
     emulate : bool
         Scale device-side times by the profile's calibrated speed (running on this
         machine as that device); False on the real board (``this-host`` never scales).
+    trace : str, optional
+        A bandwidth trace (shipped name or CSV, :mod:`fedsim.edge.traces`) the shaper replays in
+        real time from the worker's start; jitter and loss then come from ``network``, if any.
     network : str or dict, optional
         Network profile for the shaper (``None``: no shaping).
     channels : int, optional
@@ -71,6 +74,7 @@ class WorkerConfig:
     device: str = "this-host"
     emulate: bool = True
     network: str | dict[str, Any] | None = None
+    trace: str | None = None
     channels: int | None = None
     requests: int = WORKER.requests
     warmup: int = WORKER.warmup
@@ -91,6 +95,8 @@ class WorkerConfig:
     @property
     def network_name(self) -> str:
         """The link's name: a profile name, ``custom`` (a mapping) or ``none`` (no shaping, local mode)."""
+        if self.mode != "local" and self.trace:
+            return f"trace-{Path(self.trace).stem}"
         if self.mode == "local" or not self.network:
             return "none"
         return self.network if isinstance(self.network, str) else str(self.network.get("name", "custom"))

@@ -21,6 +21,7 @@ from fedsim.edge.bench_files import REQUESTS_FILE, TRACE_FILE
 from fedsim.edge.power import make_meter
 from fedsim.edge.proto import pb
 from fedsim.edge.shaper import Shaper, network_profile
+from fedsim.edge.traces import resolve_trace
 from fedsim.edge.wire import jpeg_encode, preprocess, tensor_message
 from fedsim.edge.worker.config import MODES, WorkerConfig
 from fedsim.edge.worker.connection import Connection, send
@@ -73,7 +74,9 @@ class Worker:
         emulated = config.emulate and self.profile.gflops is not None
         self.calibration = calibrate(threads=config.threads) if emulated else None
         self.scale = 1.0 if self.calibration is None else time_scale(self.profile, self.calibration)
-        self.shaper = Shaper(network_profile(config.network) if config.mode != "local" else None, config.seed)
+        remote = config.mode != "local"
+        trace = resolve_trace(config.trace) if remote and config.trace else None
+        self.shaper = Shaper(network_profile(config.network) if remote else None, config.seed, trace=trace)
         self.conn = Connection(config) if config.server is not None else None
         info = self.conn.info() if self.conn is not None else None
         if config.model_dir is not None:

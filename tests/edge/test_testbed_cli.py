@@ -61,6 +61,24 @@ def test_serve_health_worker_and_clean_stop(served, tmp_path: Path) -> None:
     assert (
         refused.stderr.strip().count("\n") == 0 and "UNAUTHENTICATED: missing bearer token" in refused.stderr
     )
+    traced = cli(
+        *args[:8],
+        "--trace",
+        "wifi-3g-alternating",
+        "--requests",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+        "--token-file",
+        str(token),
+    )
+    assert traced.returncode == 0, traced.stderr
+    shaper = json.loads(
+        (out / "split-jetson-nano-trace-wifi-3g-alternating-C1" / "summary.json").read_text()
+    )["shaper"]
+    assert shaper["name"] == "trace:wifi-3g-alternating" and shaper["trace_duration_s"] == 300
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(15) == 0
     log = proc.stdout.read().decode() if proc.stdout else ""

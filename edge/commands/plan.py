@@ -1,0 +1,283 @@
+"""``fedsim edge plan``: predict local, offloading and every split for a device and a link; choose."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fedsim.edge.commands.common import console
+from fedsim.edge.plan import (
+    OBJECTIVES,
+    Candidate,
+    FixedLink,
+    Link,
+    Machines,
+    Prediction,
+    bottlefit_candidates,
+    choose,
+    mark_pareto,
+    plan_over_trace,
+    predict,
+    resnet_candidates,
+)
+from fedsim.errors import UserError
+
+RESNETS = ("resnet18", "resnet50", "resnet152")
+
+
+def _profile(registry: Any, name: str, what: str) -> Any:
+    if name not in registry:
+        raise UserError(f"unknown {what} {name!r}; expected one of: {', '.join(registry.names())}")
+    return registry.get(name)
+
+
+def _link(network: str) -> FixedLink:
+    """A registered network, or UP/DOWN/RTT (Mbit/s, Mbit/s, ms)."""
+    from fedsim.system.profiles import NETWORKS
+
+    if network in NETWORKS:
+        return FixedLink.of(NETWORKS.get(network))
+    parts = network.split("/")
+    try:
+        up, down, rtt = (float(p) for p in parts)
+    except ValueError:
+        raise UserError(
+            f"--network {network!r}: expected one of {', '.join(NETWORKS.names())} or UP/DOWN/RTT "
+            "(Mbit/s, Mbit/s, ms), e.g. 5/20/50"
+        ) from None
+    if up <= 0 or down <= 0 or rtt < 0:
+        raise UserError(f"--network {network!r}: bandwidths must be positive and the RTT not negative")
+    return FixedLink(up, down, rtt)
+
+
+def _jpeg(
+    size: int, qualities: list[int], host_ref_ms: float, device_ref_ms: float
+) -> dict[int, tuple[float, float]]:
+    """Quality -> (mean JPEG bytes of 8 shapes images at ``size``, device ms to encode one)."""
+    import numpy as np
+    from PIL import Image
+
+    from fedsim.data.datasets import load_dataset
+    from fedsim.edge.codec import jpeg_nbytes
+    from fedsim.edge.experiment import raw_uint8
+
+    ds = load_dataset("shapes", {"image_size": size, "num_train": 10, "num_test": 10}, 0)
+    images = raw_uint8(ds.x_test[:8], ds.mean, ds.std)
+    out = {}
+    for q in qualities:
+        nbytes = float(np.mean([jpeg_nbytes(im, quality=q) for im in images]))
+        t0 = time.perf_counter()
+        for im in images:
+            Image.fromarray(im).save(io.BytesIO(), format="JPEG", quality=q)
+        host_ms = (time.perf_counter() - t0) * 1e3 / len(images)
+        out[q] = (nbytes, host_ms * device_ref_ms / host_ref_ms)
+    return out
+
+
+def _resnet(name: str, size: int) -> tuple[list[tuple[str, float]], list[int]]:
+    """Stage FLOPs and the elements after each stage of an unmodified ResNet at ``size``."""
+    import torch
+
+    from fedsim.edge import resnet
+    from fedsim.edge.evaluate import count_flops
+
+    net = getattr(resnet, name)(1000).eval()
+    x = torch.zeros(1, 3, size, size)
+    flops, numel = [], []
+    with torch.no_grad():
+        for stage_name, stage in net.stages():
+            flops.append((stage_name, float(count_flops(stage, tuple(x.shape[1:])))))
+            x = stage(x)
+            numel.append(math.prod(x.shape[1:]))
+    return flops, numel
+
+
+def _bottlefit(folder: Path, jpeg_ms: dict[int, float]) -> list[Candidate]:
+    """Local and offloading with the run's teacher, and one candidate per evaluated C."""
+    from fedsim.edge.evaluate import EVALUATE_FILE, evaluate_run
+
+    file = folder / EVALUATE_FILE
+    result = json.loads(file.read_text()) if file.is_file() else evaluate_run(folder)
+    if not result["rows"]:
+        raise UserError(f"{folder}: no trained C to plan with; expected a run 'fedsim edge train' finished")
+    teacher, jpeg = result["teacher"], result["input"]["jpeg_bytes"]
+    local = Candidate("local", float(teacher["flops"]), 0.0, 0.0, 0.0, float(teacher["accuracy"]))
+    offload = [
+        Candidate(f"offload-q{q}", 0.0, local.device_flops, jpeg, 4096.0, local.accuracy, ms)
+        for q, ms in jpeg_ms.items()
+    ]
+    return [local, *offload, *bottlefit_candidates(result["rows"])]
+
+
+def _table(preds: list[Prediction], chosen: Prediction, title: str) -> Table:
+    table = Table(title=title)
+    for col in (
+        "candidate",
+        "device ms",
+        "payload B",
+        "link ms",
+        "server ms",
+        "latency ms",
+        "energy mJ",
+        "accuracy",
+        "front",
+    ):
+        table.add_column(col, justify="right")
+    for p in sorted(preds, key=lambda p: p.latency_ms):
+        c = p.candidate
+        table.add_row(
+            ("* " if p is chosen else "") + c.name,
+            f"{p.device_ms:.2f}",
+            f"{c.up_bytes:,.0f}",
+            f"{p.uplink_ms + p.downlink_ms + p.rtt_ms:.2f}",
+            f"{p.server_ms:.2f}",
+            f"{p.latency_ms:.2f}",
+            f"{p.energy_mj:.1f}",
+            "-" if c.accuracy is None else f"{c.accuracy:.3f}",
+            "yes" if p.pareto else "",
+        )
+    return table
+
+
+def _figure(preds: list[Prediction], chosen: Prediction, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for p in preds:
+        ax.scatter(p.latency_ms, p.energy_mj, c="tab:red" if p.pareto else "tab:gray", s=28, zorder=3)
+        ax.annotate(
+            p.candidate.name,
+            (p.latency_ms, p.energy_mj),
+            fontsize=6,
+            xytext=(3, 2),
+            textcoords="offset points",
+        )
+    front = sorted((p for p in preds if p.pareto), key=lambda p: p.latency_ms)
+    ax.plot(
+        [p.latency_ms for p in front], [p.energy_mj for p in front], c="tab:red", lw=1, label="Pareto front"
+    )
+    ax.scatter(
+        [chosen.latency_ms],
+        [chosen.energy_mj],
+        marker="*",
+        s=160,
+        c="gold",
+        edgecolors="k",
+        zorder=4,
+        label=f"chosen: {chosen.candidate.name}",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted latency per inference (ms)")
+    ax.set_ylabel("predicted device energy (mJ)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plan(
+    model: Annotated[str, typer.Argument(help="resnet18, resnet50, resnet152, or a BottleFit run folder.")],
+    device: Annotated[
+        str, typer.Option(help="Device profile: jetson-nano, jetson-orin, rpi4, gpu-server, this-host.")
+    ] = "rpi4",
+    server: Annotated[str, typer.Option(help="Server profile.")] = "gpu-server",
+    network: Annotated[
+        str | None, typer.Option(help="wifi, lte, 3g, or UP/DOWN/RTT in Mbit/s and ms.")
+    ] = None,
+    trace: Annotated[
+        str | None, typer.Option(help="A bandwidth trace (shipped name or CSV) instead of --network.")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Input side in pixels (ResNets).", min=32, max=256)] = 224,
+    objective: Annotated[str, typer.Option(help="What to minimise: latency or energy.")] = "latency",
+    min_accuracy: Annotated[
+        float, typer.Option(help="Only candidates at least this accurate.", min=0, max=1)
+    ] = 0.0,
+    jpeg_quality: Annotated[
+        list[int] | None, typer.Option(help="Offloading JPEG quality (repeatable).", min=1, max=95)
+    ] = None,
+    interval: Annotated[float, typer.Option(help="With --trace: seconds between requests.", min=0.01)] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Write OUT/plan.json and OUT/plan.png.")] = None,
+) -> None:
+    """Predict latency and device energy of local, offloading and each split; mark the front; choose."""
+    from fedsim.edge.calibrate import calibrate, device_ref_ms
+    from fedsim.system.profiles import DEVICES
+
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective {objective!r}: expected one of: {', '.join(OBJECTIVES)}")
+    if (network is None) == (trace is None):
+        raise UserError("expected exactly one of --network and --trace")
+    dev, srv = _profile(DEVICES, device, "device profile"), _profile(DEVICES, server, "server profile")
+    host_ms = calibrate().host_ref_ms
+    machines = Machines(dev, srv, device_ref_ms(dev) or host_ms, device_ref_ms(srv) or host_ms)
+    qualities = sorted(set(jpeg_quality or [90]))
+    if model in RESNETS:
+        flops, numel = _resnet(model, size)
+        candidates = resnet_candidates(flops, numel, _jpeg(size, qualities, host_ms, machines.device_ref_ms))
+        what = f"{model} at {size}x{size}"
+    else:
+        folder = Path(model)
+        if not folder.is_dir():
+            raise UserError(
+                f"MODEL {model!r}: expected one of {', '.join(RESNETS)} or a BottleFit run folder"
+            )
+        jpeg_ms = {q: ms for q, (_, ms) in _jpeg(64, qualities, host_ms, machines.device_ref_ms).items()}
+        candidates, what = _bottlefit(folder, jpeg_ms), f"BottleFit run {folder.name}"
+    link: Link
+    result: dict[str, Any] = {
+        "model": what,
+        "device": device,
+        "server": server,
+        "objective": objective,
+        "min_accuracy": min_accuracy,
+    }
+    if trace is not None:
+        from fedsim.edge.traces import resolve_trace
+
+        tr = resolve_trace(trace)
+        link = tr.mean()
+        over = plan_over_trace(candidates, tr, machines, objective, min_accuracy, interval)
+        result["trace"] = {"name": tr.name, "duration_s": tr.duration, **over}
+    else:
+        link = _link(network)  # type: ignore[arg-type]  # set: exactly one of the two is
+    preds = mark_pareto([predict(c, link, machines) for c in candidates])
+    chosen = choose(preds, objective, min_accuracy)
+    where = f"trace {trace} (mean link)" if trace else f"network {network}"
+    title = f"{what} on {device}, server {server}, {where}"
+    console.print(_table(preds, chosen, title))
+    console.print(
+        f"chosen by {objective}: {chosen.candidate.name} "
+        f"({chosen.latency_ms:.1f} ms, {chosen.energy_mj:.1f} mJ)",
+        highlight=False,
+    )
+    if trace is not None:
+        over = result["trace"]
+        console.print(
+            f"over the trace ({over['requests']} requests, one every {interval:g} s): adaptive "
+            f"{over['adaptive']['latency_ms']:.1f} ms, {over['adaptive']['energy_mj']:.1f} mJ; best fixed "
+            f"{over['best_fixed']}; adaptive / best fixed {over['adaptive_vs_best_fixed']:.3f}",
+            highlight=False,
+        )
+    result.update(
+        {
+            "link": {"up_mbps": link.up_mbps, "down_mbps": link.down_mbps, "rtt_ms": link.rtt_ms},
+            "chosen": chosen.candidate.name,
+            "candidates": [p.row() for p in preds],
+        }
+    )
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.json").write_text(json.dumps(result, indent=2) + "\n")
+        _figure(preds, chosen, out / "plan.png", title)
+        console.print(f"wrote {out / 'plan.json'} and {out / 'plan.png'}", highlight=False)
