@@ -16,7 +16,8 @@ profile's ResNet-18 at 224x224 (its published batch-1 latency, or this host's ca
 one for ``this-host``), as ``fedsim edge bench`` scales device times; a
 transfer of S bytes takes ``S * 8 / rate / (1 - loss)``, and a remote candidate pays one
 round-trip time; device energy is ``compute_w`` x device compute + ``transmit_w`` x radio
-time + ``idle_w`` x the time it waits for the server and the propagation delay.
+time + ``idle_w`` x the time it waits for the server. The radio is on for each transfer and
+its one-way delay (the RTT in all), as the testbed's power model counts it.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class FixedLink:
 class Candidate:
     """One way of running an inference: where the FLOPs run and what crosses the link.
 
-    ``device_extra_ms`` is device time that is not model compute (JPEG encoding);
-    ``accuracy`` is None where nothing was evaluated (an untrained model).
+    ``device_extra_ms`` is device time that is not model compute (preprocessing, encoding);
+    ``server_extra_ms`` server time that is not model compute (decoding); ``accuracy`` is
+    None where nothing was evaluated (an untrained model).
     """
 
     name: str
@@ -79,6 +81,7 @@ class Candidate:
     down_bytes: float
     accuracy: float | None = None
     device_extra_ms: float = 0.0
+    server_extra_ms: float = 0.0
 
     @property
     def remote(self) -> bool:
@@ -120,14 +123,14 @@ def predict(c: Candidate, link: Link, m: Machines) -> Prediction:
     """Latency and device energy of candidate ``c`` on ``link`` (its ``loss``, if it has one,
     makes each transfer ``1 / (1 - loss)`` times longer)."""
     dev = c.device_flops / RESNET18_FLOPS * m.device_ref_ms + c.device_extra_ms
-    srv = c.server_flops / RESNET18_FLOPS * m.server_ref_ms if c.remote else 0.0
+    srv = c.server_flops / RESNET18_FLOPS * m.server_ref_ms + c.server_extra_ms if c.remote else 0.0
     retransmit = 1.0 / (1.0 - float(getattr(link, "loss", 0.0)))
     up = c.up_bytes * 8 / (link.up_mbps * 1e3) * retransmit if c.remote else 0.0
     down = c.down_bytes * 8 / (link.down_mbps * 1e3) * retransmit if c.remote else 0.0
     rtt = link.rtt_ms if c.remote else 0.0
     latency = dev + up + down + rtt + srv
     d = m.device
-    energy = d.compute_w * dev + d.transmit_w * (up + down) + d.idle_w * (rtt + srv)
+    energy = d.compute_w * dev + d.transmit_w * (up + down + rtt) + d.idle_w * srv
     return Prediction(c, dev, up, down, rtt, srv, latency, energy)
 
 

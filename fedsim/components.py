@@ -74,6 +74,8 @@ def check_scenario(scenario: Scenario, source: str) -> None:
     for i, entry in enumerate(system.mix):
         _profile(DEVICES, entry.device, source, f"system.mix.{i}.device")
         _profile(NETWORKS, entry.network, source, f"system.mix.{i}.network")
+    if system.split_plan is not None:
+        _profile(DEVICES, system.split_plan.server, source, "system.split_plan.server")
     if system.availability.model == "trace":
         try:
             read_trace(system.availability.trace, scenario.clients.num)  # type: ignore[arg-type]  # set: the schema requires it for "trace"

@@ -187,3 +187,40 @@ def test_overcommit_samples_more_and_keeps_k(write_scenario) -> None:
         kept = sorted(r["finish_s"] for r in train if r["status"] == "ok")
         late = sorted(r["finish_s"] for r in train if r["status"] == "late")
         assert len(kept) == 4 and max(kept) <= min(late)
+
+
+@pytest.mark.slow
+def test_split_plan_reports_the_planners_choice_for_each_device_and_link(
+    write_scenario, tmp_path: Path
+) -> None:
+    from tests.helpers import cli
+
+    mix = [
+        {"share": 0.5, "device": "rpi4", "network": "3g"},
+        {"share": 0.5, "device": "jetson-nano", "network": "wifi"},
+    ]
+    system = {"mix": mix, "split_plan": {"model": "resnet18", "size": 224}}
+    clients = {"num": 4, "fraction": 1.0, "min": 1}
+    out = run(mlp_scenario(write_scenario, {**FLAT, "clients": clients, "system": system}))
+    train = [r for r in jsonl(out / "clients.jsonl") if r["phase"] == "train"]
+    by = {(r["device"], r["network"]): r for r in train}
+    assert len(train) == 4 and set(by) == {("rpi4", "3g"), ("jetson-nano", "wifi")}
+    slow = by[("rpi4", "3g")]
+    assert slow["split_plan"] == "local" and slow["split_plan_latency_ms"] == pytest.approx(100.0)
+    assert slow["split_plan_energy_mJ"] == pytest.approx(DEVICES.get("rpi4").compute_w * 100.0)
+    plan = cli(
+        "edge",
+        "plan",
+        "resnet18",
+        "--device",
+        "jetson-nano",
+        "--network",
+        "wifi",
+        "--out",
+        str(tmp_path / "p"),
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert (
+        by[("jetson-nano", "wifi")]["split_plan"]
+        == json.loads((tmp_path / "p" / "plan.json").read_text())["chosen"]
+    )

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,21 +12,24 @@ from rich.table import Table
 from fedsim.edge.commands.common import console
 from fedsim.edge.plan import (
     OBJECTIVES,
-    Candidate,
     FixedLink,
     Link,
     Machines,
     Prediction,
-    bottlefit_candidates,
     choose,
     mark_pareto,
     plan_over_trace,
     predict,
-    resnet_candidates,
+)
+from fedsim.edge.plan_costs import (
+    RESNETS,
+    measure_overheads,
+    payload_numel,
+    resnet_plan_candidates,
+    run_candidates,
+    with_overheads,
 )
 from fedsim.errors import UserError
-
-RESNETS = ("resnet18", "resnet50", "resnet152")
 
 
 def _profile(registry: Any, name: str, what: str) -> Any:
@@ -55,65 +55,6 @@ def _link(network: str) -> FixedLink:
     if up <= 0 or down <= 0 or rtt < 0:
         raise UserError(f"--network {network!r}: bandwidths must be positive and the RTT not negative")
     return FixedLink(up, down, rtt)
-
-
-def _jpeg(
-    size: int, qualities: list[int], host_ref_ms: float, device_ref_ms: float
-) -> dict[int, tuple[float, float]]:
-    """Quality -> (mean JPEG bytes of 8 shapes images at ``size``, device ms to encode one)."""
-    import numpy as np
-    from PIL import Image
-
-    from fedsim.data.datasets import load_dataset
-    from fedsim.edge.codec import jpeg_nbytes
-    from fedsim.edge.experiment import raw_uint8
-
-    ds = load_dataset("shapes", {"image_size": size, "num_train": 10, "num_test": 10}, 0)
-    images = raw_uint8(ds.x_test[:8], ds.mean, ds.std)
-    out = {}
-    for q in qualities:
-        nbytes = float(np.mean([jpeg_nbytes(im, quality=q) for im in images]))
-        t0 = time.perf_counter()
-        for im in images:
-            Image.fromarray(im).save(io.BytesIO(), format="JPEG", quality=q)
-        host_ms = (time.perf_counter() - t0) * 1e3 / len(images)
-        out[q] = (nbytes, host_ms * device_ref_ms / host_ref_ms)
-    return out
-
-
-def _resnet(name: str, size: int) -> tuple[list[tuple[str, float]], list[int]]:
-    """Stage FLOPs and the elements after each stage of an unmodified ResNet at ``size``."""
-    import torch
-
-    from fedsim.edge import resnet
-    from fedsim.edge.evaluate import count_flops
-
-    net = getattr(resnet, name)(1000).eval()
-    x = torch.zeros(1, 3, size, size)
-    flops, numel = [], []
-    with torch.no_grad():
-        for stage_name, stage in net.stages():
-            flops.append((stage_name, float(count_flops(stage, tuple(x.shape[1:])))))
-            x = stage(x)
-            numel.append(math.prod(x.shape[1:]))
-    return flops, numel
-
-
-def _bottlefit(folder: Path, jpeg_ms: dict[int, float]) -> list[Candidate]:
-    """Local and offloading with the run's teacher, and one candidate per evaluated C."""
-    from fedsim.edge.evaluate import EVALUATE_FILE, evaluate_run
-
-    file = folder / EVALUATE_FILE
-    result = json.loads(file.read_text()) if file.is_file() else evaluate_run(folder)
-    if not result["rows"]:
-        raise UserError(f"{folder}: no trained C to plan with; expected a run 'fedsim edge train' finished")
-    teacher, jpeg = result["teacher"], result["input"]["jpeg_bytes"]
-    local = Candidate("local", float(teacher["flops"]), 0.0, 0.0, 0.0, float(teacher["accuracy"]))
-    offload = [
-        Candidate(f"offload-q{q}", 0.0, local.device_flops, jpeg, 4096.0, local.accuracy, ms)
-        for q, ms in jpeg_ms.items()
-    ]
-    return [local, *offload, *bottlefit_candidates(result["rows"])]
 
 
 def _table(preds: list[Prediction], chosen: Prediction, title: str) -> Table:
@@ -223,8 +164,7 @@ def plan(
     machines = Machines(dev, srv, device_ref_ms(dev) or host_ms, device_ref_ms(srv) or host_ms)
     qualities = sorted(set(jpeg_quality or [90]))
     if model in RESNETS:
-        flops, numel = _resnet(model, size)
-        candidates = resnet_candidates(flops, numel, _jpeg(size, qualities, host_ms, machines.device_ref_ms))
+        candidates, numel = resnet_plan_candidates(model, size, qualities), payload_numel(model, size)
         what = f"{model} at {size}x{size}"
     else:
         folder = Path(model)
@@ -232,8 +172,10 @@ def plan(
             raise UserError(
                 f"MODEL {model!r}: expected one of {', '.join(RESNETS)} or a BottleFit run folder"
             )
-        jpeg_ms = {q: ms for q, (_, ms) in _jpeg(64, qualities, host_ms, machines.device_ref_ms).items()}
-        candidates, what = _bottlefit(folder, jpeg_ms), f"BottleFit run {folder.name}"
+        (candidates, numel), what = run_candidates(folder, qualities), f"BottleFit run {folder.name}"
+        size = int(json.loads((folder / "evaluate.json").read_text())["input"]["shape"][-1])
+    overheads = measure_overheads(size, qualities, list(numel.values()))
+    candidates = with_overheads(candidates, overheads, machines.device_ref_ms / host_ms, numel)
     link: Link
     result: dict[str, Any] = {
         "model": what,

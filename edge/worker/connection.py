@@ -1,7 +1,9 @@
 """The worker's channel to the tail server, and sending a request with shaping and retries.
 
-A call that fails with UNAVAILABLE (server gone, restarting) or RESOURCE_EXHAUSTED (a full
-queue) is retried up to ``retries`` times, with exponential backoff and jitter spread over
+A call that fails with UNAVAILABLE (server gone, restarting), CANCELLED (a server shutting
+down cancels the calls it has not answered; the worker itself never cancels one) or
+RESOURCE_EXHAUSTED (a full queue) is retried up to ``retries`` times (an inference is
+idempotent), with exponential backoff and jitter spread over
 the request's deadline (``timeout_s``, see :func:`backoff_s`); other statuses fail the
 request at once.
 """
@@ -27,7 +29,7 @@ from fedsim.edge.wire import grpc_options
 from fedsim.edge.worker.config import WorkerConfig
 from fedsim.errors import UserError
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 #: The shortest time an attempt is given, even when the deadline is (nearly) reached.
 MIN_ATTEMPT_S = 0.05
 _JITTER = random.Random()

@@ -275,6 +275,17 @@ class RoundPolicySpec(Strict):
         return self
 
 
+class SplitPlanSpec(Strict):
+    """Per client and round, the split a deployed model would use on the client's device and
+    link (``fedsim edge plan``'s choice; see docs/system.md)."""
+
+    model: Literal["resnet18", "resnet50", "resnet152"] = "resnet18"
+    size: int = Field(224, ge=32, le=256, description="input side in pixels")
+    server: str = Field("gpu-server", description="the server's device profile")
+    objective: Literal["latency", "energy"] = "latency"
+    jpeg_quality: int = Field(90, ge=1, le=95, description="quality of the offloading candidate")
+
+
 class SystemSpec(Strict):
     """Device and network heterogeneity, availability and a round policy (virtual time)."""
 
@@ -284,6 +295,7 @@ class SystemSpec(Strict):
     )
     availability: AvailabilitySpec = AvailabilitySpec()
     round: RoundPolicySpec = RoundPolicySpec()
+    split_plan: SplitPlanSpec | None = None
 
     @model_validator(mode="after")
     def _shares_sum_to_one(self) -> SystemSpec:

@@ -36,6 +36,7 @@ from fedsim.errors import UserError
 from fedsim.system.availability import AVAILABILITY
 from fedsim.system.compute import COMPUTE_MODELS
 from fedsim.system.profiles import DEVICES, NETWORKS, DeviceProfile, NetworkProfile
+from fedsim.system.split_plan import split_choice
 from fedsim.system.timing import ClientTiming, direction_transfer_s, energy_j
 
 #: Seed-sequence tags (keep the system model's draws apart from sampling and training).
@@ -219,6 +220,8 @@ class SystemModel:
                 energy_J=joules,
                 status=status,
             )
+            if self.spec.split_plan is not None:
+                row.update(split_choice(self.spec.split_plan, device, link))
         self.now = start + end
         self._last = {
             "round_virtual_s": self._waited + end,
