@@ -30,7 +30,7 @@ def flops_of(arch: str, classes: int, size: int, split: str, channels: list[int]
     """FLOPs of the whole model and of each C's head and tail, as the bench exports them."""
     from fedsim.edge import resnet
     from fedsim.edge.bottlefit import inject_bottleneck
-    from fedsim.edge.evaluate import count_flops
+    from fedsim.edge.flops import count_flops
 
     teacher = getattr(resnet, arch)(classes).eval()
     out: dict[str, Any] = {"full": count_flops(teacher, (3, size, size))}
@@ -52,7 +52,7 @@ def main() -> None:
     from fedsim.edge.bench import run_bench
     from fedsim.edge.calibrate import device_ref_ms
     from fedsim.edge.plan import Candidate, FixedLink, Machines, predict
-    from fedsim.edge.plan_costs import measure_overheads, with_overheads
+    from fedsim.edge.plan_measure import measure_overheads, with_overheads
     from fedsim.edge.shaper import network_profile
     from fedsim.loader import load_bench
     from fedsim.system.profiles import DEVICES

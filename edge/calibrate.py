@@ -27,7 +27,7 @@ import numpy as np
 
 from fedsim.cache import cache_dir
 from fedsim.files import write_json
-from fedsim.system.profiles import RESNET18_GFLOPS, DeviceProfile
+from fedsim.system.profiles import DeviceProfile
 
 WARMUPS = 2
 IMAGE_SIZE = 224
@@ -69,9 +69,7 @@ class Calibration:
 
 def device_ref_ms(profile: DeviceProfile) -> float | None:
     """The profile's ResNet-18 batch-1 latency in ms; ``None`` for this host (``gflops`` None)."""
-    if profile.gflops is None:
-        return None
-    return RESNET18_GFLOPS / profile.gflops * 1000.0
+    return profile.resnet18_ms
 
 
 def time_scale(profile: DeviceProfile, cal: Calibration) -> float:

@@ -21,14 +21,8 @@ from fedsim.edge.plan import (
     plan_over_trace,
     predict,
 )
-from fedsim.edge.plan_costs import (
-    RESNETS,
-    measure_overheads,
-    payload_numel,
-    resnet_plan_candidates,
-    run_candidates,
-    with_overheads,
-)
+from fedsim.edge.plan_costs import RESNETS, payload_numel, resnet_plan_candidates
+from fedsim.edge.plan_measure import measure_overheads, run_candidates, with_overheads
 from fedsim.errors import UserError
 
 

@@ -52,6 +52,11 @@ class DeviceProfile:
     memory_gb: float
     source: str
 
+    @property
+    def resnet18_ms(self) -> float | None:
+        """ResNet-18's batch-1 latency at 224x224 here, in ms; None for this host (``gflops`` None)."""
+        return None if self.gflops is None else RESNET18_GFLOPS / self.gflops * 1000.0
+
 
 @dataclass(frozen=True)
 class NetworkProfile:

@@ -30,11 +30,10 @@ def split_choice(spec: SplitPlanSpec, device: DeviceProfile, link: NetworkProfil
         return {}
 
     def build() -> dict[str, Any]:
-        from fedsim.edge.calibrate import device_ref_ms
         from fedsim.edge.plan import FixedLink, Machines, choose, predict
         from fedsim.edge.plan_costs import resnet_plan_candidates
 
-        machines = Machines(device, server, device_ref_ms(device), device_ref_ms(server))  # type: ignore[arg-type]  # both have a speed
+        machines = Machines(device, server, device.resnet18_ms, server.resnet18_ms)  # type: ignore[arg-type]  # both have a speed
         cands = resnet_plan_candidates(spec.model, spec.size, [spec.jpeg_quality])
         best = choose([predict(c, FixedLink.of(link), machines) for c in cands], spec.objective)
         return {
