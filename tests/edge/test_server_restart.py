@@ -61,7 +61,9 @@ def test_a_server_restarted_under_load_loses_no_request(tiny_onnx: Path, tmp_pat
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "fedsim.cli", "edge", "worker", "--server", f"127.0.0.1:{port}"]
     cmd += ["--mode", "split", "--device", "jetson-nano", "--network", "wifi", "--requests", "400"]
-    cmd += ["--warmup", "1", "--timeout", "20", "--retries", "6", "--out", str(out)]
+    # waits are capped at 2 s (max_backoff_s), so 20 retries ride out about 20 s of outage
+    # within the 30 s deadline; 6 retries covered only 4-8 s, less than a restart on a busy host
+    cmd += ["--warmup", "1", "--timeout", "30", "--retries", "20", "--out", str(out)]
     worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     restarted = None
     try:
