@@ -67,7 +67,7 @@ def main() -> None:
         flops = flops_of(timing.arch, timing.num_classes, timing.image_size, timing.split, channels)
         _, summary = run_bench(scenario, overrides, lambda line: print(line, flush=True))
     server = DEVICES.get(bench.server.device)
-    numel = {f"split-C{c}": c * (timing.image_size // 8) ** 2 for c in channels}  # C x 28 x 28 at 224
+    numel = {c: c * (timing.image_size // 8) ** 2 for c in channels}  # C x 28 x 28 at 224
     overheads = measure_overheads(timing.image_size, [bench.jpeg_quality], list(numel.values()))
     host_ms = summary["calibration"]["host_ref_ms"]
     rows, errors = [], {"local": [], "offload": [], "split": []}
@@ -80,11 +80,12 @@ def main() -> None:
         if w["mode"] == "local":
             cand = Candidate("local", flops["full"], 0, 0, 0)
         elif w["mode"] == "offload":
-            cand = Candidate(f"offload-q{bench.jpeg_quality}", 0, flops["full"], up, down)
+            cand = Candidate("offload", 0, flops["full"], up, down, jpeg_quality=bench.jpeg_quality)
         else:
             head, tail = flops[w["channels"]]
-            cand = Candidate(f"split-C{w['channels']}", head, tail, up, down)
-        [cand] = with_overheads([cand], overheads, machines.device_ref_ms / host_ms, numel)
+            c = w["channels"]
+            cand = Candidate(f"split-C{c}", head, tail, up, down, quant8_numel=numel[c])
+        [cand] = with_overheads([cand], overheads, machines.device_ref_ms / host_ms)
         p = predict(cand, link, machines)
         if args.stages:
             means = {k: round(v["mean"], 2) for k, v in w["latency_ms"].items() if v["mean"]}

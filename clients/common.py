@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -13,10 +13,11 @@ from torch import nn
 
 from fedsim.config import Scenario
 from fedsim.data.export import node_partition
+from fedsim.devices import placed
 from fedsim.devices import resolve as resolve_device
 from fedsim.models import SplitModel
 from fedsim.records import load_arrays, model_to_arrays
-from fedsim.training import Stats, derive_seed
+from fedsim.training import LossFn, Stats, cross_entropy, derive_seed, make_optimizer, train_epochs
 from fedsim.workspace import ClientData, scenario_of, worker_model
 
 #: A client's answer to one message of the server.
@@ -51,6 +52,29 @@ class ClientEnv:
     def device(self) -> torch.device:
         """Where this call's arithmetic runs (``train.device``)."""
         return resolve_device(self.scenario.train.device)
+
+    def local_epochs(
+        self,
+        model: nn.Module,
+        data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        params: Iterable[nn.Parameter] | None = None,
+        loss_fn: LossFn = cross_entropy,
+    ) -> Stats:
+        """The scenario's local epochs of ``model`` on ``data`` (default: the client's training set),
+        on ``train.device``, with its optimiser over ``params`` (default: all of the model's)."""
+        spec = self.scenario.train
+        x, y = data if data is not None else (self.data.x_train, self.data.y_train)
+        with placed(self.device, model):
+            return train_epochs(
+                model,
+                x,
+                y,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                optimizer=make_optimizer(model.parameters() if params is None else params, spec.optimizer),
+                generator=self.generator(),
+                loss_fn=loss_fn,
+            )
 
     def generator(self, purpose: int = 0) -> torch.Generator:
         """A generator fixed by (seed, round, client, purpose)."""

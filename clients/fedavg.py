@@ -12,7 +12,7 @@ from fedsim.clients.cohort import GroupAnswer, answer_groups, outputs_together, 
 from fedsim.clients.common import ClientAlgorithm, ClientEnv, arrays_of, client_env, reply
 from fedsim.devices import placed
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
-from fedsim.training import Stats, make_optimizer, outputs, train_epochs
+from fedsim.training import Stats, outputs
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -20,17 +20,7 @@ def train(msg: Message, context: Context) -> Message:
     env = client_env(msg, context)
     with env.timed():
         model = env.model(msg.content.array_records["arrays"])
-        spec = env.scenario.train
-        with placed(env.device, model):
-            stats = train_epochs(
-                model,
-                env.data.x_train,
-                env.data.y_train,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                optimizer=make_optimizer(model.parameters(), spec.optimizer),
-                generator=env.generator(),
-            )
+        stats = env.local_epochs(model)
         arrays = arrays_of(model)
     return reply(msg, env, stats, arrays)
 

@@ -31,7 +31,7 @@ from fedsim.devices import placed
 from fedsim.methods.fedloge import FedLoGeNet, LocalTraining, local_logits, local_loss, worker_net
 from fedsim.metrics import local_accuracy, local_class_groups, mask_absent, present_classes
 from fedsim.records import load_arrays, state_to_arrays
-from fedsim.training import Stats, make_optimizer, outputs, train_epochs
+from fedsim.training import Stats, outputs
 
 #: Key of the local head in ``context.state`` (never sent).
 PHI_KEY = "fedloge.phi"
@@ -61,19 +61,7 @@ def train(msg: Message, context: Context) -> Message:
         load_arrays(net, msg.content.array_records["arrays"])
         d, c = net.psi.in_features, net.psi.out_features
         phi, age = local_head(context, d, c, env.scenario.seed, env.partition_id)
-        model = LocalTraining(net, phi)
-        spec = env.scenario.train
-        with placed(env.device, model):
-            stats = train_epochs(
-                model,
-                env.data.x_train,
-                env.data.y_train,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                optimizer=make_optimizer(model.parameters(), spec.optimizer),
-                generator=env.generator(),
-                loss_fn=lambda m, x, y: local_loss(m(x), y),
-            )
+        stats = env.local_epochs(LocalTraining(net, phi), loss_fn=lambda m, x, y: local_loss(m(x), y))
         _save_head(context, phi, age)
         arrays = arrays_of(net)
     return reply(msg, env, stats, arrays, **{"local-head-rounds": age + 1})

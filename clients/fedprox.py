@@ -13,18 +13,22 @@ from torch import nn
 from fedsim.clients.cohort import answer_groups
 from fedsim.clients.common import ClientAlgorithm, arrays_of, client_env, reply, scalar
 from fedsim.clients.fedavg import evaluate_cohort, evaluate_local, train_group
-from fedsim.devices import placed
 from fedsim.methods.fedprox import MU_KEY
-from fedsim.training import cross_entropy, make_optimizer, train_epochs
+from fedsim.training import cross_entropy
 
 
 def proximal_loss(global_params: list[torch.Tensor], mu: float):
-    """Cross-entropy plus (mu/2) * sum ||w - w_t||^2 over trainable parameters."""
+    """Cross-entropy plus (mu/2) * sum ||w - w_t||^2 over trainable parameters (``global_params``
+    go to the model's device once, at the first batch)."""
+    on_device: dict[torch.device, list[torch.Tensor]] = {}
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, logits = cross_entropy(model, x, y)
         if mu > 0:
-            prox = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_params, strict=True))
+            if x.device not in on_device:
+                on_device[x.device] = [g.to(x.device) for g in global_params]
+            anchor = on_device[x.device]
+            prox = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), anchor, strict=True))
             loss = loss + 0.5 * mu * prox
         return loss, logits
 
@@ -37,19 +41,8 @@ def train(msg: Message, context: Context) -> Message:
     mu = scalar(msg.content.config_records["config"][MU_KEY])
     with env.timed():
         model = env.model(msg.content.array_records["arrays"])
-        spec = env.scenario.train
-        with placed(env.device, model):
-            global_params = [p.detach().clone() for p in model.parameters()]
-            stats = train_epochs(
-                model,
-                env.data.x_train,
-                env.data.y_train,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                optimizer=make_optimizer(model.parameters(), spec.optimizer),
-                generator=env.generator(),
-                loss_fn=proximal_loss(global_params, mu),
-            )
+        global_params = [p.detach().clone() for p in model.parameters()]
+        stats = env.local_epochs(model, loss_fn=proximal_loss(global_params, mu))
         arrays = arrays_of(model)
     return reply(msg, env, stats, arrays)
 

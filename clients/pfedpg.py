@@ -40,7 +40,7 @@ from fedsim.methods.pfedpg import (
 )
 from fedsim.models.vit import PromptViT
 from fedsim.records import state_to_arrays, to_array
-from fedsim.training import Stats, evaluate, make_optimizer, train_epochs
+from fedsim.training import Stats, evaluate
 from fedsim.workspace import federated_data
 
 #: Keys in ``context.state`` (never sent): the local head, the local prompts (local-only),
@@ -107,17 +107,7 @@ def train(msg: Message, context: Context, tune_prompts: bool = True) -> Message:
     data = prompt_client_data(env.scenario, env.partition_id)
     with env.timed():
         model, start, from_server, age = _classifier(msg, context, env)
-        spec = env.scenario.train
-        with placed(env.device, model):
-            stats = train_epochs(
-                model,
-                data.x_train,
-                data.y_train,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                optimizer=make_optimizer(trainable(model, tune_prompts), spec.optimizer),
-                generator=env.generator(),
-            )
+        stats = env.local_epochs(model, (data.x_train, data.y_train), trainable(model, tune_prompts))
         tuned = model.prompts.detach().clone()
         context.state[HEAD_KEY] = state_to_arrays(model.head.state_dict())
         context.state[AGE_KEY] = ConfigRecord({"rounds": age + 1})

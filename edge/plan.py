@@ -71,7 +71,8 @@ class Candidate:
 
     ``device_extra_ms`` is device time that is not model compute (preprocessing, encoding);
     ``server_extra_ms`` server time that is not model compute (decoding); ``accuracy`` is
-    None where nothing was evaluated (an untrained model).
+    None where nothing was evaluated (an untrained model). ``jpeg_quality`` (offloading) and
+    ``quant8_numel`` (a quantised split's tensor elements) say what the request encodes.
     """
 
     name: str
@@ -82,6 +83,8 @@ class Candidate:
     accuracy: float | None = None
     device_extra_ms: float = 0.0
     server_extra_ms: float = 0.0
+    jpeg_quality: int | None = None
+    quant8_numel: int | None = None
 
     @property
     def remote(self) -> bool:
@@ -204,12 +207,16 @@ def resnet_candidates(
     total = sum(f for _, f in stage_flops)
     out = [Candidate("local", total, 0.0, 0.0, 0.0, accuracy)]
     for q, (nbytes, encode_ms) in sorted(jpeg.items()):
-        out.append(Candidate(f"offload-q{q}", 0.0, total, nbytes, REPLY_BYTES, accuracy, encode_ms))
+        offload = Candidate(
+            f"offload-q{q}", 0.0, total, nbytes, REPLY_BYTES, accuracy, encode_ms, jpeg_quality=q
+        )
+        out.append(offload)
     done = 0.0
     for (name, flops), numel in zip(stage_flops[:-1], stage_numel[:-1], strict=True):
         done += flops
-        for codec, nbytes in (("fp32", 4 * numel), ("quant8", numel + 5)):
-            out.append(Candidate(f"split-{name}-{codec}", done, total - done, nbytes, REPLY_BYTES, accuracy))
+        out.append(Candidate(f"split-{name}-fp32", done, total - done, 4 * numel, REPLY_BYTES, accuracy))
+        quant8 = Candidate(f"split-{name}-quant8", done, total - done, numel + 5, REPLY_BYTES, accuracy)
+        out.append(replace(quant8, quant8_numel=numel))
     return out
 
 
@@ -223,6 +230,7 @@ def bottlefit_candidates(rows: Sequence[dict[str, Any]]) -> list[Candidate]:
             float(r["payload_bytes"]),
             REPLY_BYTES,
             float(r["accuracy"]),
+            quant8_numel=math.prod(r["bottleneck_shape"]),
         )
         for r in rows
     ]

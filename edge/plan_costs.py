@@ -64,9 +64,3 @@ def resnet_plan_candidates(name: str, size: int, qualities: list[int]) -> list[C
     model compute and transfers only (:func:`with_overheads` adds the other stages)."""
     flops, numel = resnet_stages(name, size)
     return resnet_candidates(flops, numel, {q: (b, 0.0) for q, b in jpeg_bytes(size, qualities).items()})
-
-
-def payload_numel(name: str, size: int) -> dict[str, int]:
-    """Candidate name -> elements of its quantised payload, for the splits of a ResNet."""
-    flops, numel = resnet_stages(name, size)
-    return {f"split-{stage}-quant8": n for (stage, _), n in zip(flops[:-1], numel[:-1], strict=True)}

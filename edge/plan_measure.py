@@ -4,7 +4,6 @@ BottleFit run's candidates (from its evaluation)."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -12,13 +11,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from fedsim.edge.plan import Candidate, bottlefit_candidates
+from fedsim.edge.plan import REPLY_BYTES, Candidate, bottlefit_candidates
 from fedsim.errors import UserError
 
 
-def run_candidates(folder: Path, qualities: list[int]) -> tuple[list[Candidate], dict[str, int]]:
-    """Local and offloading with a BottleFit run's teacher, one candidate per evaluated C, and
-    each C's payload elements."""
+def run_candidates(folder: Path, qualities: list[int]) -> list[Candidate]:
+    """Local and offloading with a BottleFit run's teacher, and one candidate per evaluated C."""
     from fedsim.edge.evaluate import EVALUATE_FILE, evaluate_run
 
     file = folder / EVALUATE_FILE
@@ -28,10 +26,10 @@ def run_candidates(folder: Path, qualities: list[int]) -> tuple[list[Candidate],
     teacher, jpeg = result["teacher"], result["input"]["jpeg_bytes"]
     local = Candidate("local", float(teacher["flops"]), 0.0, 0.0, 0.0, float(teacher["accuracy"]))
     offload = [
-        Candidate(f"offload-q{q}", 0.0, local.device_flops, jpeg, 4096.0, local.accuracy) for q in qualities
+        Candidate(f"offload-q{q}", 0.0, local.device_flops, jpeg, REPLY_BYTES, local.accuracy, jpeg_quality=q)
+        for q in qualities
     ]
-    numel = {f"bottlefit-C{r['C']}": math.prod(r["bottleneck_shape"]) for r in result["rows"]}
-    return [local, *offload, *bottlefit_candidates(result["rows"])], numel
+    return [local, *offload, *bottlefit_candidates(result["rows"])]
 
 
 def _host_ms(fn: Callable[[], object], repeats: int = 7) -> float:
@@ -87,19 +85,23 @@ def measure_overheads(size: int, qualities: list[int], numels: list[int]) -> Ove
     )
 
 
-def with_overheads(
-    cands: list[Candidate], o: Overheads, device_scale: float, numel: dict[str, int]
-) -> list[Candidate]:
+def measure_for(cands: list[Candidate], size: int) -> Overheads:
+    """:func:`measure_overheads` for what ``cands`` encode at input ``size``."""
+    qualities = [c.jpeg_quality for c in cands if c.jpeg_quality is not None]
+    numels = [c.quant8_numel for c in cands if c.quant8_numel is not None]
+    return measure_overheads(size, qualities, numels)
+
+
+def with_overheads(cands: list[Candidate], o: Overheads, device_scale: float) -> list[Candidate]:
     """The candidates with their measured non-model stages added: device ones scaled to the
     device (``device_scale``: device ms per host ms), server ones at this host's speed (as the
-    testbed's server decodes). ``numel``: candidate name -> elements of its split payload."""
+    testbed's server decodes)."""
     out = []
     for c in cands:
-        if c.name.startswith("offload-q"):
-            q = int(c.name.removeprefix("offload-q"))
-            dev, srv = o.jpeg_encode[q], o.jpeg_decode
-        elif c.name in numel:
-            n = numel[c.name]
+        if c.jpeg_quality is not None:
+            dev, srv = o.jpeg_encode[c.jpeg_quality], o.jpeg_decode
+        elif c.quant8_numel is not None:
+            n = c.quant8_numel
             dev, srv = o.preprocess + o.quant8_encode[n], o.quant8_decode[n]
         else:  # local, or a raw (fp32) split: preprocessing only
             dev, srv = o.preprocess, 0.0

@@ -21,8 +21,8 @@ from fedsim.edge.plan import (
     plan_over_trace,
     predict,
 )
-from fedsim.edge.plan_costs import RESNETS, payload_numel, resnet_plan_candidates
-from fedsim.edge.plan_measure import measure_overheads, run_candidates, with_overheads
+from fedsim.edge.plan_costs import RESNETS, resnet_plan_candidates
+from fedsim.edge.plan_measure import measure_for, run_candidates, with_overheads
 from fedsim.errors import UserError
 
 
@@ -158,7 +158,7 @@ def plan(
     machines = Machines(dev, srv, device_ref_ms(dev) or host_ms, device_ref_ms(srv) or host_ms)
     qualities = sorted(set(jpeg_quality or [90]))
     if model in RESNETS:
-        candidates, numel = resnet_plan_candidates(model, size, qualities), payload_numel(model, size)
+        candidates = resnet_plan_candidates(model, size, qualities)
         what = f"{model} at {size}x{size}"
     else:
         folder = Path(model)
@@ -166,10 +166,9 @@ def plan(
             raise UserError(
                 f"MODEL {model!r}: expected one of {', '.join(RESNETS)} or a BottleFit run folder"
             )
-        (candidates, numel), what = run_candidates(folder, qualities), f"BottleFit run {folder.name}"
+        candidates, what = run_candidates(folder, qualities), f"BottleFit run {folder.name}"
         size = int(json.loads((folder / "evaluate.json").read_text())["input"]["shape"][-1])
-    overheads = measure_overheads(size, qualities, list(numel.values()))
-    candidates = with_overheads(candidates, overheads, machines.device_ref_ms / host_ms, numel)
+    candidates = with_overheads(candidates, measure_for(candidates, size), machines.device_ref_ms / host_ms)
     link: Link
     result: dict[str, Any] = {
         "model": what,
