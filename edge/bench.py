@@ -12,6 +12,11 @@ scale reflects the machine's load now), runs a
     RUN/bench.yaml               the resolved bench file
     RUN/workers/<label>/         requests.jsonl + summary.json per configuration
     RUN/comparison.json          split against local and against offload, per device x network x C
+                                 (summary.json's ``adaptive``: adaptive against every fixed mode)
+
+With ``traces:`` the remote modes also run on each bandwidth trace, one pass with a request
+every ``trace_interval_s`` of trace time; ``modes: [..., adaptive]`` runs the adaptive worker
+once per entry of ``objectives``.
     RUN/summary.json             status, model, server, the worker summaries
     RUN/report.html              the dashboard
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -45,20 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import Bench, BenchModelSpec, ImageDataSpec, ServerSpec, TimingSpec
+from fedsim.edge.bench_compare import BOTTLEFIT_REPORTED, compare, compare_adaptive
 from fedsim.edge.bench_files import BENCH_FILE, COMPARISON_FILE, WORKERS_DIR
 from fedsim.errors import UserError
 from fedsim.files import write_json
 from fedsim.loader import load_bench, load_experiment
 from fedsim.runstore import new_run_dir
-
-#: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
-BOTTLEFIT_REPORTED = {
-    "latency_vs_local": -89.0,
-    "energy_vs_local": -49.0,
-    "latency_vs_offload": -55.0,
-    "energy_vs_offload": -37.0,
-}
-
 
 # ------------------------------------------------------------------------------ model
 
@@ -213,58 +211,40 @@ class ServerProcess:
 
 
 def configurations(bench: Bench, served: list[int]) -> list[dict[str, Any]]:
-    """Worker configurations: local per device; offload per device x network; split also per C."""
+    """Worker configurations: local per device; offload, split per C and adaptive per objective
+    per device x link (each network, and each trace: one pass, a request every
+    ``trace_interval_s`` of trace time)."""
+    from fedsim.edge.traces import resolve_trace
+
     channels = bench.bottlenecks if bench.bottlenecks is not None else served
     missing = sorted(set(channels) - set(served))
     if missing:
         raise UserError(f"bottlenecks {missing} are not in the model; expected some of {served}")
+    links: list[dict[str, Any]] = [
+        {"network": spec if isinstance(spec, str) else spec.model_dump(), "requests": bench.requests}
+        for spec in bench.networks
+    ]
+    for name in bench.traces:
+        passes = math.ceil(resolve_trace(name).duration / bench.trace_interval_s)
+        links.append({"trace": name, "interval_s": bench.trace_interval_s, "requests": passes})
+    base = {"network": None, "channels": None, "requests": bench.requests}
     out: list[dict[str, Any]] = []
     for device in bench.devices:
         if "local" in bench.modes:
-            out.append({"mode": "local", "device": device, "network": None, "channels": None})
-        for spec in bench.networks:
-            net = spec if isinstance(spec, str) else spec.model_dump()  # plain data for the worker
+            out.append({**base, "mode": "local", "device": device})
+        for link in links:
             if "offload" in bench.modes:
-                out.append({"mode": "offload", "device": device, "network": net, "channels": None})
+                out.append({**base, **link, "mode": "offload", "device": device})
             if "split" in bench.modes:
                 out.extend(
-                    {"mode": "split", "device": device, "network": net, "channels": c} for c in channels
+                    {**base, **link, "mode": "split", "device": device, "channels": c} for c in channels
+                )
+            if "adaptive" in bench.modes:
+                out.extend(
+                    {**base, **link, "mode": "adaptive", "device": device, "objective": o}
+                    for o in bench.objectives
                 )
     return out
-
-
-def _change(new: float, old: float) -> float | None:
-    return None if not old or old != old or new != new else 100.0 * (new - old) / old
-
-
-def compare(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Split against local and against offload (mean latency and device energy per inference, % change)."""
-    by = {(s["mode"], s["device"], s["network"], s["channels"]): s for s in summaries}
-    rows = []
-    for s in summaries:
-        if s["mode"] != "split":
-            continue
-        local = by.get(("local", s["device"], "none", None))
-        offload = by.get(("offload", s["device"], s["network"], None))
-        row = {
-            "device": s["device"],
-            "network": s["network"],
-            "C": s["channels"],
-            "split_latency_ms": s["latency_ms"]["total"]["mean"],
-            "split_energy_J": s["energy_J"]["total"],
-            "split_accuracy": s["accuracy"],
-            "split_payload_bytes": s["payload_bytes"],
-        }
-        for name, ref in (("local", local), ("offload", offload)):
-            if ref is None:
-                continue
-            row[f"{name}_latency_ms"] = ref["latency_ms"]["total"]["mean"]
-            row[f"{name}_energy_J"] = ref["energy_J"]["total"]
-            row[f"{name}_accuracy"] = ref["accuracy"]
-            row[f"latency_vs_{name}_pct"] = _change(row["split_latency_ms"], row[f"{name}_latency_ms"])
-            row[f"energy_vs_{name}_pct"] = _change(row["split_energy_J"], row[f"{name}_energy_J"])
-        rows.append(row)
-    return rows
 
 
 def _versions() -> dict[str, str]:
@@ -324,8 +304,13 @@ def run_bench(
                     server=server.address,
                     device=cfg["device"],
                     network=cfg["network"],
+                    trace=cfg.get("trace"),
+                    interval_s=cfg.get("interval_s"),
                     channels=cfg["channels"],
-                    requests=bench.requests,
+                    requests=cfg["requests"],
+                    objective=cfg.get("objective", "latency"),
+                    probe_s=bench.probe_s,
+                    probe_bytes=bench.probe_bytes,
                     warmup=bench.warmup,
                     meter=bench.meter,
                     meter_period_s=bench.meter_period_s,
@@ -357,6 +342,7 @@ def run_bench(
     finally:
         summary["status"] = status
         summary["comparison"] = compare(summary["workers"])
+        summary["adaptive"] = compare_adaptive(summary["workers"])
         summary["bottlefit_reported_pct"] = BOTTLEFIT_REPORTED
         write_json(run / COMPARISON_FILE, summary["comparison"])
         write_json(run / "summary.json", summary)

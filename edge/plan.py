@@ -73,6 +73,8 @@ class Candidate:
     ``server_extra_ms`` server time that is not model compute (decoding); ``accuracy`` is
     None where nothing was evaluated (an untrained model). ``jpeg_quality`` (offloading) and
     ``quant8_numel`` (a quantised split's tensor elements) say what the request encodes.
+    ``device_mj``, when measured (the adaptive worker's), is the device's energy for its own
+    stages, in place of ``compute_w`` x device time.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Candidate:
     server_extra_ms: float = 0.0
     jpeg_quality: int | None = None
     quant8_numel: int | None = None
+    device_mj: float | None = None
 
     @property
     def remote(self) -> bool:
@@ -133,7 +136,8 @@ def predict(c: Candidate, link: Link, m: Machines) -> Prediction:
     rtt = link.rtt_ms if c.remote else 0.0
     latency = dev + up + down + rtt + srv
     d = m.device
-    energy = d.compute_w * dev + d.transmit_w * (up + down + rtt) + d.idle_w * srv
+    compute_mj = d.compute_w * dev if c.device_mj is None else c.device_mj
+    energy = compute_mj + d.transmit_w * (up + down + rtt) + d.idle_w * srv
     return Prediction(c, dev, up, down, rtt, srv, latency, energy)
 
 

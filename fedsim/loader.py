@@ -208,10 +208,10 @@ def _describe_bottlefit(exp: Experiment) -> str:
 
 
 def _describe_bench(b: Bench) -> str:
-    return (
-        f"edge bench of {', '.join(b.modes)} on {', '.join(b.devices)} x "
-        f"{len(b.networks)} networks, {b.requests} requests each"
-    )
+    links = f"{len(b.networks)} networks, {b.requests} requests each"
+    if b.traces:
+        links += f"; {len(b.traces)} traces, a request every {b.trace_interval_s:g} trace seconds"
+    return f"edge bench of {', '.join(b.modes)} on {', '.join(b.devices)} x {links}"
 
 
 def _locate_bench(bench: Bench, path: Path) -> Bench:

@@ -77,6 +77,7 @@ SHORTEN: list[tuple[str, str, str]] = [
         """"teacher.train.epochs=1", "data.options.num_train=300", "data.options.num_test=100"]'""",
     ),
     ("edge-bench", r"edge_bench_resnet18", "--set model.timing.channels=[3]"),
+    ("edge-bench", r"edge_bench_adaptive", "--set model.timing.channels=[3] --set trace_interval_s=60"),
     ("worker", r"", "--requests 3 --warmup 1"),
 ]
 

@@ -12,13 +12,46 @@ from fedsim.edge.commands.common import SetOption, console
 from fedsim.loader import require_kind
 
 
+def _print_adaptive(rows: list[dict]) -> None:
+    """The adaptive runs against the best fixed mode on the same device and link."""
+    if not rows:
+        return
+    table = Table(title="adaptive against the fixed modes (mean per inference; energy with probes)")
+    for col in (
+        "device",
+        "network",
+        "objective",
+        "adaptive",
+        "best fixed",
+        "ratio",
+        "below every fixed",
+        "chosen",
+    ):
+        table.add_column(col, justify="right")
+    for r in rows:
+        key, unit = ("latency_ms", "ms") if r["objective"] == "latency" else ("energy_mJ", "mJ")
+        best = r["fixed"][r["best_fixed"]][key]
+        table.add_row(
+            r["device"],
+            r["network"],
+            r["objective"],
+            f"{r[f'adaptive_{key}']:.1f} {unit}",
+            f"{r['best_fixed']} {best:.1f} {unit}",
+            f"{r['vs_best_fixed']:.2f}",
+            "yes" if r["beats_every_fixed"] else "no",
+            ", ".join(f"{k} {n}" for k, n in r["choices"].items()),
+        )
+    console.print(table)
+
+
 def bench(
     file: Annotated[Path, typer.Argument(help="Bench YAML file.")],
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
-    """Local vs offloading vs split computing for every mode x device x network x C; writes a run folder."""
-    from fedsim.edge.bench import BOTTLEFIT_REPORTED, run_bench
+    """Local vs offloading vs split computing (and adaptive) per device x link x C; writes a run folder."""
+    from fedsim.edge.bench import run_bench
+    from fedsim.edge.bench_compare import BOTTLEFIT_REPORTED
     from fedsim.runner import write_report_safely
 
     def log(line: str) -> None:
@@ -66,5 +99,6 @@ def bench(
         "against offloading.",
         highlight=False,
     )
+    _print_adaptive(summary["adaptive"])
     write_report_safely(run, console)
     console.print(f"{summary['status']}: results in {run}", highlight=False)

@@ -87,6 +87,17 @@ class Mode(StrEnum):
     local = "local"
     offload = "offload"
     split = "split"  # type: ignore[assignment]  # shadows str.split; the mode's name on the command line
+    adaptive = "adaptive"
+
+
+class Objective(StrEnum):
+    """What the adaptive mode minimises."""
+
+    latency = "latency"
+    energy = "energy"
+
+
+DEFAULT_OBJECTIVE = Objective(WORKER.objective)
 
 
 def _print_worker(summary: dict[str, Any]) -> None:
@@ -108,13 +119,20 @@ def _print_worker(summary: dict[str, Any]) -> None:
             "" if e is None else f"{1e3 * e:.3f}",
         )
     console.print(table)
+    if summary["mode"] == "adaptive":
+        chosen = ", ".join(f"{name} {n}" for name, n in summary["choices"].items())
+        console.print(f"chosen: {chosen}; {summary['probes']} probes", highlight=False)
     for error in summary["errors"]:
         console.print(f"[red]failed:[/red] {error}", highlight=False)
 
 
 def worker(
     mode: Annotated[
-        Mode, typer.Option(help="local: whole model here; offload: JPEG to server; split: head here.")
+        Mode,
+        typer.Option(
+            help="local: whole model here; offload: JPEG to server; split: head here; adaptive: "
+            "per request, the one predicted best for the link as measured."
+        ),
     ],
     server: Annotated[str | None, typer.Option(help="HOST:PORT of fedsim edge serve.")] = None,
     out: Annotated[Path, typer.Option(help="Results go to OUT/<mode>-<device>-<network>[-C<c>]/.")] = Path(
@@ -130,9 +148,23 @@ def worker(
     trace: Annotated[
         str | None, typer.Option(help="Bandwidth trace the shaper replays in real time (name or CSV).")
     ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            help="With --trace: request i meets the link of trace time i x INTERVAL s (no waiting).",
+            min=0.001,
+        ),
+    ] = None,
     channels: Annotated[
         int | None, typer.Option("--channels", "-C", help="Bottleneck width C (split).")
     ] = None,
+    objective: Annotated[
+        Objective, typer.Option(help="What --mode adaptive minimises per request.")
+    ] = DEFAULT_OBJECTIVE,
+    probe_s: Annotated[
+        float,
+        typer.Option(help="Adaptive: probe the link after this many s without a remote request.", min=0.01),
+    ] = WORKER.probe_s,
     requests: Annotated[int, typer.Option(help="Measured requests.", min=1)] = WORKER.requests,
     warmup: Annotated[int, typer.Option(help="Unmeasured requests first.", min=0)] = WORKER.warmup,
     meter: Annotated[
@@ -175,7 +207,10 @@ def worker(
         emulate=emulate,
         network=None if network in ("none", "") else network,
         trace=trace,
+        interval_s=interval,
         channels=channels,
+        objective=objective.value,
+        probe_s=probe_s,
         requests=requests,
         warmup=warmup,
         meter=meter,

@@ -6,6 +6,6 @@ imports this package through :mod:`fedsim.plugins`; nothing else in edge imports
 (it pulls in matplotlib, which the edge worker does without).
 """
 
-from fedsim.edge.report import data, figures, html
+from fedsim.edge.report import adaptive_figure, data, figures, html
 
-__all__ = ["data", "figures", "html"]
+__all__ = ["adaptive_figure", "data", "figures", "html"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
@@ -11,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedsim.edge.calibrate import calibrate, time_scale
 from fedsim.edge.proto import SERVICE, rpc
+from fedsim.edge.quiet_gc import frozen_heap
 from fedsim.edge.server.config import ServerConfig
 from fedsim.edge.server.model import ServedModel, resolve_model_dir
 from fedsim.edge.server.service import EdgeService, TokenInterceptor
@@ -39,6 +41,7 @@ class TailServer:
         self.service = EdgeService(self.model, config, _device_scale(config.device))
         self.port = 0
         self._server: grpc.Server | None = None
+        self._frozen = ExitStack()
         self.health = health.HealthServicer()
 
     def start(self) -> int:
@@ -62,6 +65,7 @@ class TailServer:
         if port == 0:
             raise UserError(f"cannot listen on {address} (port in use or not allowed)")
         server.start()
+        self._frozen.enter_context(frozen_heap())  # the models and libraries out of the collector's scans
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server, self.port = server, port
@@ -82,6 +86,7 @@ class TailServer:
             )
             self._server.stop(grace).wait()
             self._server = None
+            self._frozen.close()
             finished = svc.answered - answered
             log.info(
                 "stopped: %d of %d calls in flight finished, %d cut off", finished, before, svc.in_flight

@@ -5,7 +5,9 @@ Modes (BottleFit's comparison, after sc2bench):
 - ``local``: the whole unmodified model on the device, no network;
 - ``offload``: the device sends a JPEG of the input, the server runs the whole model;
 - ``split``: the device runs the head, quantises the bottleneck and sends it, the server
-  runs the tail.
+  runs the tail;
+- ``adaptive``: per request, whichever of these the planner predicts best for the link as
+  measured (:mod:`~fedsim.edge.worker.adaptive`).
 
 Per request, with monotonic clocks: ``preprocess`` (uint8 image -> normalised tensor),
 ``head`` (the head, or the whole model in local mode), ``encode`` (codec, or JPEG),
@@ -31,7 +33,8 @@ of attempts. Other statuses (INVALID_ARGUMENT, DEADLINE_EXCEEDED, ...) fail the 
 Layout: :mod:`~fedsim.edge.worker.config` (:class:`WorkerConfig`, modes),
 :mod:`~fedsim.edge.worker.connection` (the channel to the server, shaping and retries),
 :mod:`~fedsim.edge.worker.served` (models and test images), :mod:`~fedsim.edge.worker.loop`
-(:class:`Worker`: the request loop) and :mod:`~fedsim.edge.worker.summary` (``summary.json``
+(:class:`Worker`: the request loop), :mod:`~fedsim.edge.worker.adaptive` (the adaptive
+mode's choice) and :mod:`~fedsim.edge.worker.summary` (``summary.json``
 and ``power_trace.json``).
 """
 

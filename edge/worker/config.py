@@ -12,7 +12,7 @@ from typing import Any
 
 from fedsim.config import WORKER
 
-MODES = ("local", "offload", "split")
+MODES = ("local", "offload", "split", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class WorkerConfig:
     Attributes
     ----------
     mode : str
-        ``local``, ``offload`` or ``split``.
+        ``local``, ``offload``, ``split``, or ``adaptive`` (per request, the one the planner
+        predicts best: :mod:`fedsim.edge.worker.adaptive`).
     server : str, optional
         ``HOST:PORT`` of ``fedsim edge serve`` (required except for ``local`` with ``model_dir``).
     model_dir : Path, optional
@@ -36,6 +37,10 @@ class WorkerConfig:
     trace : str, optional
         A bandwidth trace (shipped name or CSV, :mod:`fedsim.edge.traces`) the shaper replays in
         real time from the worker's start; jitter and loss then come from ``network``, if any.
+    interval_s : float, optional
+        With a ``trace``: request ``i`` meets the link of trace time ``i * interval_s`` (the
+        trace clock jumps to each request's start instead of running on), so every mode sees
+        the same link at the same request. ``None``: the trace runs on the wall clock.
     network : str or dict, optional
         Network profile for the shaper (``None``: no shaping).
     channels : int, optional
@@ -62,6 +67,11 @@ class WorkerConfig:
         Shaper seed.
     threads : int
         onnxruntime intra-op threads on the device.
+    objective : str
+        What ``adaptive`` minimises: ``latency`` or ``energy``.
+    probe_s, probe_bytes : float, int
+        ``adaptive``: probe the link after ``probe_s`` seconds without a remote request, with
+        an empty and a ``probe_bytes`` call.
     tls_ca : Path, optional
         CA certificate to trust (TLS); ``None``: plaintext.
     token : str, optional
@@ -75,6 +85,7 @@ class WorkerConfig:
     emulate: bool = True
     network: str | dict[str, Any] | None = None
     trace: str | None = None
+    interval_s: float | None = None
     channels: int | None = None
     requests: int = WORKER.requests
     warmup: int = WORKER.warmup
@@ -89,6 +100,9 @@ class WorkerConfig:
     max_backoff_s: float = WORKER.max_backoff_s
     seed: int = 0
     threads: int = WORKER.threads
+    objective: str = WORKER.objective
+    probe_s: float = WORKER.probe_s
+    probe_bytes: int = WORKER.probe_bytes
     tls_ca: Path | None = None
     token: str | None = None
 
@@ -102,6 +116,6 @@ class WorkerConfig:
         return self.network if isinstance(self.network, str) else str(self.network.get("name", "custom"))
 
     def label(self, channels: int | None) -> str:
-        """Folder name of this configuration, e.g. ``split-rpi4-wifi-C2``."""
-        suffix = f"-C{channels}" if self.mode == "split" else ""
+        """Folder name of this configuration, e.g. ``split-rpi4-wifi-C2``, ``adaptive-rpi4-lte-energy``."""
+        suffix = {"split": f"-C{channels}", "adaptive": f"-{self.objective}"}.get(self.mode, "")
         return f"{self.mode}-{self.device}-{self.network_name}{suffix}"

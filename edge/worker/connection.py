@@ -70,6 +70,9 @@ class Connection:
             request_serializer=pb.InfoRequest.SerializeToString,
             response_deserializer=pb.InfoReply.FromString,
         )
+        self._info_raw = self.channel.unary_unary(
+            f"/{SERVICE}/Info", request_serializer=None, response_deserializer=None
+        )
         self._model = self.channel.unary_stream(
             f"/{SERVICE}/GetModel",
             request_serializer=pb.ModelRequest.SerializeToString,
@@ -95,6 +98,24 @@ class Connection:
             )
         except grpc.RpcError as err:
             raise self._explain(err) from None
+
+    def probe(self, pad_bytes: int, shaper: Shaper, meter: Meter) -> tuple[float, int]:
+        """One shaped ``Info`` call whose request carries ``pad_bytes`` of padding; (ms, reply bytes).
+
+        The padding is an unknown protobuf field, which the server parses and ignores.
+        """
+        request = padded_info_request(pad_bytes)
+        t0 = time.monotonic()
+        meter.radio(True)
+        shaper.uplink(len(request))
+        try:
+            reply = self._info_raw(request, timeout=self.config.timeout_s, metadata=self.metadata)
+        except grpc.RpcError as err:
+            meter.radio(False)
+            raise self._explain(err) from None
+        shaper.downlink(len(reply))
+        meter.radio(False)
+        return (time.monotonic() - t0) * 1e3, len(reply)
 
     def fetch(self, part: str, channels: int, sha256: str) -> Path:
         """The ONNX file of ``part`` (cached by content hash in ``cache_dir()/edge-models``)."""
@@ -156,6 +177,23 @@ class _Stream:
         self._requests.put(self._END)
         with contextlib.suppress(Exception):  # already ended
             self._replies.cancel()
+
+
+#: The field number of a probe's padding: unknown to ``InfoRequest``, so the server skips it.
+PAD_FIELD = 15
+
+
+def padded_info_request(pad_bytes: int) -> bytes:
+    """A serialised ``InfoRequest`` with ``pad_bytes`` bytes of payload in an unknown field."""
+    if pad_bytes <= 0:
+        return b""
+    length, varint = pad_bytes, bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([PAD_FIELD << 3 | 2]) + bytes(varint) + bytes(pad_bytes)
 
 
 def send(

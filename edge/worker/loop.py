@@ -21,9 +21,11 @@ import numpy as np
 from fedsim.edge.bench_files import REQUESTS_FILE, TRACE_FILE
 from fedsim.edge.power import make_meter
 from fedsim.edge.proto import pb
+from fedsim.edge.quiet_gc import frozen_heap
 from fedsim.edge.shaper import Shaper, network_profile
 from fedsim.edge.traces import resolve_trace
 from fedsim.edge.wire import jpeg_encode, preprocess, tensor_message
+from fedsim.edge.worker.adaptive import AdaptivePolicy, options_for
 from fedsim.edge.worker.config import MODES, WorkerConfig
 from fedsim.edge.worker.connection import Connection, send
 from fedsim.edge.worker.served import camera_images, from_folder, from_server
@@ -85,6 +87,10 @@ class Worker:
             raise UserError(
                 f"mode {config.mode} needs --server HOST:PORT (local mode may use --model DIR instead)"
             )
+        if config.interval_s is not None and not config.trace:
+            raise UserError("an interval between requests needs a trace (--trace); expected both or neither")
+        if config.mode == "adaptive" and config.server is None:
+            raise UserError("mode adaptive needs --server HOST:PORT (it may offload or split any request)")
         self.config = config
         self.progress = progress
         self.profile = DEVICES.get(config.device)
@@ -96,11 +102,13 @@ class Worker:
         self.shaper = Shaper(network_profile(config.network) if remote else None, config.seed, trace=trace)
         self.conn = Connection(config) if config.server is not None else None
         info = self.conn.info() if self.conn is not None else None
+        adaptive = config.mode == "adaptive"
         if config.model_dir is not None:
             self.served = from_folder(config.model_dir)
         else:
             assert self.conn is not None and info is not None
-            self.served = from_server(self.conn, info, config.mode == "local", config.channels)
+            need_full = config.mode in ("local", "adaptive")
+            self.served = from_server(self.conn, info, need_full, config.channels, every_head=adaptive)
         if info is not None:
             self.served.server_device = info.device
         self.server_info = info
@@ -108,7 +116,8 @@ class Worker:
         self.mean, self.std = tuple(m["mean"]), tuple(m["std"])
         self.channels = self._pick_channels()
         self.images, self.labels = camera_images(m)
-        self.session = self._session()
+        self.sessions = self._sessions()
+        self.policy = self._policy(trace) if adaptive else None
         self.meter = make_meter(
             config.meter,
             self.profile,
@@ -126,21 +135,70 @@ class Worker:
             raise UserError(f"bottleneck C={c} is not served; expected one of {', '.join(map(str, known))}")
         return c
 
-    def _session(self) -> Any:
-        if self.config.mode == "offload":
-            return None
+    def _sessions(self) -> dict[tuple[str, int | None], Any]:
+        """The ONNX sessions the mode runs: the whole model (local) and heads (split), by (mode, C)."""
         from fedsim.edge.onnx_export import ort_session
 
-        if self.config.mode == "local":
-            path = self.served.full_path
-        else:
+        mode, threads = self.config.mode, self.config.threads
+        out: dict[tuple[str, int | None], Any] = {}
+        if mode in ("local", "adaptive"):
+            out[("local", None)] = ort_session(self.served.full_path, threads)
+        if mode == "split":
             assert self.channels is not None  # split mode always picks a C
-            path = self.served.head_paths[self.channels]
-        return ort_session(path, self.config.threads)
+            out[("split", self.channels)] = ort_session(self.served.head_paths[self.channels], threads)
+        if mode == "adaptive":
+            for c, path in sorted(self.served.head_paths.items()):
+                out[("split", c)] = ort_session(path, threads)
+        return out
+
+    def _policy(self, trace: Any) -> AdaptivePolicy:
+        """The adaptive policy over every served way of running (its link prior's rate ratio)."""
+        cfg = self.config
+        options = options_for(list(self.served.head_paths))
+        policy = AdaptivePolicy(options, self.profile, cfg.objective, cfg.probe_s, cfg.probe_bytes)
+        prior = trace.profile_at(0.0) if trace is not None else network_profile(cfg.network)
+        if prior is not None:
+            policy.link.down_per_up = prior.downlink_mbps / prior.uplink_mbps
+        return policy
 
     # -- one request
     def run_one(self, request_id: int) -> dict[str, Any]:
-        """One measured request; a row of ``requests.jsonl``."""
+        """One measured request (in the adaptive mode: the chosen way, then maybe a probe); a row
+        of ``requests.jsonl``."""
+        if self.policy is None:
+            row = self._request(request_id, self.config.mode, self.channels)
+            return {"mode": self.config.mode, **row}
+        option, why = self.policy.choose(self.shaper.trace_time())
+        row = self._request(request_id, option.mode, option.channels)
+        self.policy.observe(option, row, self.shaper.trace_time())
+        row = {"mode": option.name, "why": why, **row}
+        if self.policy.probe_due(self.shaper.trace_time()):
+            self._probe(row)
+        return row
+
+    def _probe(self, row: dict[str, Any]) -> None:
+        """Probe the link after a request; its time and energy go to the row (``probe_ms``,
+        ``energy_J.probe``; not into ``total_ms``: the request was already answered)."""
+        assert self.conn is not None and self.policy is not None
+        pad = self.policy.probe_bytes
+        self.meter.mark()
+        t0 = time.monotonic()
+        try:
+            empty_ms, reply = self.conn.probe(0, self.shaper, self.meter)
+            padded_ms, _ = self.conn.probe(pad, self.shaper, self.meter)
+        except UserError as err:
+            row["probe_error"] = str(err)
+        else:
+            self.policy.probed(self.shaper.trace_time(), empty_ms, padded_ms, reply)
+        t1 = time.monotonic()
+        self.meter.mark()
+        ms = (t1 - t0) * 1e3
+        joules = self.meter.mean_power(t0, t1) * ms / 1e3
+        row.update(probes=1, probe_ms=ms)
+        row["energy_J"] = {**row["energy_J"], "probe": joules, "total": row["energy_J"]["total"] + joules}
+
+    def _request(self, request_id: int, mode: str, channels: int | None) -> dict[str, Any]:
+        """One request in ``mode`` (``split``: with bottleneck ``channels``)."""
         cfg = self.config
         index = request_id % len(self.images)
         raw, label = self.images[index], int(self.labels[index])
@@ -148,25 +206,25 @@ class Worker:
         self.last_marks = clock.marks
         t_start = time.monotonic()
         row: dict[str, Any] = {"request_id": request_id, "image": index, "label": label}
+        if self.shaper.trace is not None:
+            row["trace_t_s"] = round(self.shaper.trace_time(), 3)
         payload = wire = reply_bytes = 0
         server = pb.ServerTimings()
         attempts, error, call_s = 0, "", 0.0
-        if cfg.mode == "local":
+        if mode == "local":
+            session = self.sessions[("local", None)]
             x = clock.stage("preprocess", lambda: preprocess(raw, self.mean, self.std))
-            logits = clock.stage(
-                "head", lambda: self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
-            )
+            logits = clock.stage("head", lambda: session.run(None, {session.get_inputs()[0].name: x})[0])
             prediction, ok = int(np.argmax(logits[0])), True
         else:
-            if cfg.mode == "split":
+            if mode == "split":
                 import torch
 
                 from fedsim.edge.codec import CODECS
 
+                session = self.sessions[("split", channels)]
                 x = clock.stage("preprocess", lambda: preprocess(raw, self.mean, self.std))
-                z = clock.stage(
-                    "head", lambda: self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
-                )
+                z = clock.stage("head", lambda: session.run(None, {session.get_inputs()[0].name: x})[0])
                 codec = CODECS.get(self.served.manifest["codec"])
                 encoded = clock.stage("encode", lambda: codec.encode(torch.from_numpy(z[0])))
                 payload = encoded.payload_nbytes
@@ -245,9 +303,28 @@ class Worker:
 
     # -- the run
     def warm_up(self) -> None:
-        """Unmeasured requests on the same channel and sessions (ids beyond the measured ones)."""
-        for i in range(self.config.warmup):
-            self.run_one(self.config.requests + i)
+        """Unmeasured requests on the same channel and sessions (ids beyond the measured ones),
+        at the trace's start; the adaptive mode probes the link and runs each option as many
+        times (at least once), to measure them."""
+        first = self.config.requests
+        if self.policy is None:
+            for i in range(self.config.warmup):
+                self._pace(0.0)
+                self.run_one(first + i)
+            return
+        self._pace(0.0)
+        self._probe({"energy_J": {"total": 0.0}})
+        for option in self.policy.options:
+            for _ in range(max(1, self.config.warmup)):
+                self._pace(0.0)
+                row = self._request(first, option.mode, option.channels)
+                self.policy.observe(option, row, self.shaper.trace_time())
+                first += 1
+
+    def _pace(self, t: float) -> None:
+        """With ``interval_s`` and a trace: the next request meets the link at trace time ``t``."""
+        if self.config.interval_s is not None and self.shaper.trace is not None:
+            self.shaper.clock_start = time.perf_counter() - t
 
     def run(self, out: Path) -> dict[str, Any]:
         """Warm up, run the measured requests, write ``requests.jsonl`` and ``summary.json`` in ``out``."""
@@ -259,8 +336,9 @@ class Worker:
         with self.meter, one_torch_thread():
             self.warm_up()
             traced: list[tuple[int, list[tuple[str, float, float]]]] = []
-            with (out / REQUESTS_FILE).open("w") as f:
+            with (out / REQUESTS_FILE).open("w") as f, frozen_heap():
                 for i in range(self.config.requests):
+                    self._pace(i * (self.config.interval_s or 0.0))
                     row = self.run_one(i)
                     rows.append(row)
                     if i < TRACED_REQUESTS:

@@ -47,8 +47,11 @@ def from_folder(folder: Path) -> Served:
     )
 
 
-def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels: int | None) -> Served:
-    """Models (downloaded once, cached) and description from the server's Info."""
+def from_server(
+    conn: Connection, info: pb.InfoReply, need_full: bool, channels: int | None, every_head: bool = False
+) -> Served:
+    """Models (downloaded once, cached) and description from the server's Info: the head of
+    ``channels`` (default: the smallest C's), or ``every_head``."""
     manifest = {
         "name": info.model,
         "split": info.split,
@@ -61,9 +64,9 @@ def from_server(conn: Connection, info: pb.InfoReply, need_full: bool, channels:
     }
     heads = {}
     for s in info.splits:
-        if channels is None or s.channels == channels:
+        if every_head or channels is None or s.channels == channels:
             heads[s.channels] = conn.fetch("head", s.channels, s.head_sha256)
-            if channels is None:
+            if channels is None and not every_head:
                 break  # the smallest C is enough by default
     full = conn.fetch("full", 0, info.full_sha256) if need_full else Path()
     return Served(

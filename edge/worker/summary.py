@@ -3,6 +3,7 @@ failures) and ``power_trace.json`` (meter samples over the first requests)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from fedsim.report.data import percentiles
 STAGES = (*BENCH_STAGES, "total")
 #: Device-side stages that carry energy (``network`` covers the wait for the reply).
 ENERGY_STAGES = ("preprocess", "head", "encode", "serialise", "network", "decode")
+#: The stages that run on the device itself (its compute, not the link).
+DEVICE_STAGES = tuple(s for s in ENERGY_STAGES if s != "network")
 
 
 def power_trace(meter: Meter, traced: list[tuple[int, list[tuple[str, float, float]]]]) -> dict[str, Any]:
@@ -71,8 +74,12 @@ def summarise(
         "accuracy": (sum(r["correct"] for r in good) / len(good)) if good else float("nan"),
         "latency_ms": {s: percentiles([r[f"{s}_ms"] for r in good]) for s in STAGES},
         "energy_J": {
-            s: percentiles([r["energy_J"][s] for r in good])["mean"] for s in (*ENERGY_STAGES, "total")
+            s: percentiles([r["energy_J"].get(s, 0.0) for r in good])["mean"]
+            for s in (*ENERGY_STAGES, "probe", "total")
         },
+        "choices": dict(Counter(r["mode"] for r in good).most_common()),
+        "probes": sum(r.get("probes", 0) for r in rows),
+        "probe_requests": sum(1 for r in rows if r.get("why", {}).get("probe") == "request"),
         "payload_bytes": percentiles([r["payload_bytes"] for r in good])["mean"],
         "wire_bytes": percentiles([r["wire_bytes"] for r in good])["mean"],
         "reply_bytes": percentiles([r["reply_bytes"] for r in good])["mean"],

@@ -17,6 +17,8 @@ Network = Annotated[
     Annotated[str, Tag("name")] | Annotated[LinkSpec, Tag("link")],
     Discriminator(lambda v: "name" if isinstance(v, str) else "link"),
 ]
+#: What the adaptive worker minimises per request.
+Objective = Literal["latency", "energy"]
 #: Power meters (fedsim.edge.power.METERS, and ``auto``: the best one this machine has).
 Meter = Literal["auto", "model", "rapl", "jtop", "ina219", "nvml", "csv"]
 
@@ -40,6 +42,11 @@ class WorkerSettings(Strict):
     retries: int = Field(8, ge=0)
     backoff_s: float = Field(0.05, gt=0)
     max_backoff_s: float = Field(2.0, gt=0)
+    objective: Objective = Field("latency", description="what the adaptive mode minimises per request")
+    probe_s: float = Field(
+        5.0, gt=0, description="adaptive mode: probe the link after this long without a remote request"
+    )
+    probe_bytes: int = Field(8192, ge=1, description="adaptive mode: the padded probe's payload")
 
 
 #: The worker defaults (see :class:`WorkerSettings`).
@@ -100,8 +107,12 @@ class ServerSpec(Strict):
     max_message_bytes: int = Field(4 << 20, ge=1024)
 
 
-def _all_modes() -> list[Literal["local", "offload", "split"]]:
+def _all_modes() -> list[Literal["local", "offload", "split", "adaptive"]]:
     return ["local", "offload", "split"]
+
+
+def _latency_only() -> list[Objective]:
+    return ["latency"]
 
 
 def _default_networks() -> list[Network]:
@@ -116,12 +127,25 @@ class Bench(Document):
     seed: int = 0
     model: BenchModelSpec
     server: ServerSpec = ServerSpec()
-    modes: list[Literal["local", "offload", "split"]] = Field(default_factory=_all_modes, min_length=1)
+    modes: list[Literal["local", "offload", "split", "adaptive"]] = Field(
+        default_factory=_all_modes, min_length=1
+    )
     devices: list[str] = Field(default_factory=lambda: ["jetson-nano", "rpi4"], min_length=1)
     networks: list[Network] = Field(
         default_factory=_default_networks,
-        min_length=1,
         description="registered profile names (fedsim.system.profiles) or links of one's own",
+    )
+    traces: list[str] = Field(
+        default_factory=list,
+        description="bandwidth traces (shipped names or CSV files) the remote modes also run on",
+    )
+    trace_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="on a trace, a request every this many trace seconds: one pass over the trace",
+    )
+    objectives: list[Objective] = Field(
+        default_factory=_latency_only, min_length=1, description="what each adaptive run minimises"
     )
     bottlenecks: list[int] | None = Field(None, description="C values to run (default: every served C)")
     requests: int = _worker_field("requests")
@@ -131,4 +155,12 @@ class Bench(Document):
     jpeg_quality: int = _worker_field("jpeg_quality")
     stream: bool = _worker_field("stream")
     threads: int = _worker_field("threads")
+    probe_s: float = _worker_field("probe_s")
+    probe_bytes: int = _worker_field("probe_bytes")
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _links_for_remote_modes(self) -> Bench:
+        if set(self.modes) - {"local"} and not (self.networks or self.traces):
+            raise ValueError("the remote modes need a link; expected some networks or traces")
+        return self

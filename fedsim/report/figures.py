@@ -27,6 +27,8 @@ NEEDS: dict[str, str] = {}
 ORDER: list[str] = []
 #: name -> kind of run it draws (a name of RUN_KINDS); not listed as missing without such runs
 KIND: dict[str, str] = {}
+#: Figures drawn only where their runs have what they show (see :func:`figure`).
+OPTIONAL: set[str] = set()
 
 SIZE = (6.4, 4.0)  # inches
 DPI = 100  # PNG of 640 x 400 pixels
@@ -53,13 +55,18 @@ def colour(method: str) -> str:
     return PALETTE.get(method) or _FALLBACK[zlib.crc32(method.encode()) % len(_FALLBACK)]
 
 
-def figure(name: str, title: str, needs: str, kind: str = "fl") -> Callable[[FigureFn], FigureFn]:
-    """Register a figure function under ``name``."""
+def figure(
+    name: str, title: str, needs: str, kind: str = "fl", optional: bool = False
+) -> Callable[[FigureFn], FigureFn]:
+    """Register a figure function under ``name``; an ``optional`` one that draws nothing (its
+    runs lack what it shows, by design) is left out of the report's "not drawn" list."""
 
     def deco(fn: FigureFn) -> FigureFn:
         FIGURES.register(name, summary=title)(fn)
         NEEDS[name] = needs
         KIND[name] = kind
+        if optional:
+            OPTIONAL.add(name)
         ORDER.append(name)
         return fn
 

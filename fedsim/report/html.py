@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from fedsim.registry import Registry
 from fedsim.report.data import RunData, load_run
-from fedsim.report.figures import FIGURES, KIND, NEEDS, ORDER
+from fedsim.report.figures import FIGURES, KIND, NEEDS, OPTIONAL, ORDER
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -159,7 +159,8 @@ def render_figures(
             skipped.append(f"{name}: failed ({type(exc).__name__}: {exc})")
             continue
         if fig is None:
-            skipped.append(f"{entry.summary}: not drawn, needs {NEEDS[name]}")
+            if name not in OPTIONAL:
+                skipped.append(f"{entry.summary}: not drawn, needs {NEEDS[name]}")
             continue
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
