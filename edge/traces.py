@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.errors import UserError
+from fedsim.errors import UserError, finite_number
 from fedsim.system.profiles import NETWORKS, NetworkProfile
 
 #: The CSV header of a trace file, in this order.
@@ -109,16 +109,6 @@ class Trace:
 # ------------------------------------------------------------------------------ files
 
 
-def _number(path: Path, lineno: int, column: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise UserError(f"{path}:{lineno}: {column}: expected a number, got {text!r}")
-    return value
-
-
 def read_trace(path: str | Path) -> Trace:
     """Read a trace CSV (header ``t_s,up_mbps,down_mbps,rtt_ms``); ``step_s`` is the median gap.
 
@@ -146,7 +136,9 @@ def read_trace(path: str | Path) -> Trace:
             continue
         if len(row) != len(HEADER):
             raise UserError(f"{path}:{lineno}: expected 4 numbers ({header}), got {len(row)} fields")
-        t, up, down, rtt = (_number(path, lineno, c, v.strip()) for c, v in zip(HEADER, row, strict=True))
+        t, up, down, rtt = (
+            finite_number(v.strip(), f"{path}:{lineno}: {c}") for c, v in zip(HEADER, row, strict=True)
+        )
         if not times and t != 0:
             raise UserError(f"{path}:{lineno}: t_s: expected 0 on the first row, got {t:g}")
         if times and t <= times[-1]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -31,3 +32,15 @@ class RunFailed(RuntimeError):
 
 class ConfigError(UserError):
     """An experiment file or ``--set`` override that does not validate."""
+
+
+def finite_number(text: str, where: str, what: str = "a number") -> float:
+    """``text`` as a finite float, else a :class:`UserError` ``"{where}: expected {what}, got
+    '{text}'"`` (a cell of a user's CSV file, say)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"{where}: expected {what}, got {text!r}")
+    return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.edge.power.base import Meter, one_line, registered
-from fedsim.errors import UserError
+from fedsim.errors import UserError, finite_number
 from fedsim.system.profiles import DeviceProfile
 
 _TIME = {"timestamp", "time", "unixtime", "datetime"}
@@ -119,14 +118,7 @@ def read_power_csv(path: Path) -> PowerLog:
             )
         value = 1.0
         for i, scale in scaled:
-            cell = row[i].strip()
-            try:
-                x = float(cell)
-            except ValueError:
-                x = math.nan
-            if not math.isfinite(x):
-                raise UserError(f"{path}:{offset}: expected a number in column {i + 1}, got {cell!r}")
-            value *= x * scale
+            value *= finite_number(row[i].strip(), f"{path}:{offset}", f"a number in column {i + 1}") * scale
         times.append(t)
         watts.append(value)
     if len(times) < 2:
