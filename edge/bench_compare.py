@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedsim.edge.bench_files import way_name
+
 #: Relative savings of split computing that BottleFit reports (Matsubara et al., WoWMoM 2022).
 BOTTLEFIT_REPORTED = {
     "latency_vs_local": -89.0,
@@ -48,11 +50,6 @@ def compare(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def option_name(summary: dict[str, Any]) -> str:
-    """A fixed run's way of running, named as the adaptive mode names it (``split-C3``)."""
-    return summary["mode"] + (f"-C{summary['channels']}" if summary["mode"] == "split" else "")
-
-
 def compare_adaptive(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each adaptive run against the fixed modes of its device on the same link (local has none).
 
@@ -65,7 +62,7 @@ def compare_adaptive(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         objective = s["config"]["objective"]
         fixed = {
-            option_name(f): f
+            way_name(f["mode"], f["channels"]): f
             for f in summaries
             if f["mode"] != "adaptive"
             and f["device"] == s["device"]

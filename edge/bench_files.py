@@ -3,6 +3,8 @@
 Written by the bench (``fedsim.edge.bench``) and its workers (``fedsim.edge.worker``), read by
 the bench's report (``fedsim.edge.report``)."""
 
+from __future__ import annotations
+
 BENCH_FILE = "bench.yaml"
 COMPARISON_FILE = "comparison.json"
 WORKERS_DIR = "workers"
@@ -20,3 +22,9 @@ BENCH_STAGES = (
     "tail",
     "decode",
 )
+
+
+def way_name(mode: str, channels: int | None) -> str:
+    """A way of running a request as rows and comparisons name it: ``local``, ``offload``,
+    ``split-C3``."""
+    return f"split-C{channels}" if mode == "split" else mode

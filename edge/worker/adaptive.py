@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsim.edge.bench_files import way_name
 from fedsim.edge.plan import Candidate, FixedLink, Machines, Prediction, choose, objective_of, predict
 from fedsim.edge.worker.summary import DEVICE_STAGES
 from fedsim.system.profiles import DeviceProfile
@@ -133,7 +134,7 @@ def options_for(served_channels: list[int]) -> list[Option]:
     return [
         Option("local", "local"),
         Option("offload", "offload"),
-        *(Option(f"split-C{c}", "split", c) for c in sorted(served_channels)),
+        *(Option(way_name("split", c), "split", c) for c in sorted(served_channels)),
     ]
 
 

@@ -104,17 +104,16 @@ class Connection:
 
         The padding is an unknown protobuf field, which the server parses and ignores.
         """
-        request = padded_info_request(pad_bytes)
         t0 = time.monotonic()
-        meter.radio(True)
-        shaper.uplink(len(request))
         try:
-            reply = self._info_raw(request, timeout=self.config.timeout_s, metadata=self.metadata)
+            reply = shaped_exchange(
+                padded_info_request(pad_bytes),
+                lambda r: self._info_raw(r, timeout=self.config.timeout_s, metadata=self.metadata),
+                shaper,
+                meter,
+            )
         except grpc.RpcError as err:
-            meter.radio(False)
             raise self._explain(err) from None
-        shaper.downlink(len(reply))
-        meter.radio(False)
         return (time.monotonic() - t0) * 1e3, len(reply)
 
     def fetch(self, part: str, channels: int, sha256: str) -> Path:
@@ -179,6 +178,21 @@ class _Stream:
             self._replies.cancel()
 
 
+def shaped_exchange(request: bytes, call: Callable[[bytes], bytes], shaper: Shaper, meter: Meter) -> bytes:
+    """``request`` over the shaped uplink, ``call`` (the server's answer), the reply over the
+    shaped downlink; the meter's radio is on for the two transfers only."""
+    try:
+        meter.radio(True)
+        shaper.uplink(len(request))
+        meter.radio(False)
+        reply = call(request)
+        meter.radio(True)
+        shaper.downlink(len(reply))
+        return reply
+    finally:
+        meter.radio(False)
+
+
 #: The field number of a probe's padding: unknown to ``InfoRequest``, so the server skips it.
 PAD_FIELD = 15
 
@@ -211,21 +225,16 @@ def send(
     deadline = t0 + cfg.timeout_s
     while True:
         attempts += 1
+
+        def unary(r: bytes) -> bytes:  # the attempt gets the time left after the uplink
+            left = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
+            return conn.infer(r, timeout=left, metadata=conn.metadata)
+
         try:
-            meter.radio(True)
-            shaper.uplink(len(request))
-            meter.radio(False)
-            if cfg.stream:
-                reply = conn.stream().exchange(request)
-            else:
-                left = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
-                reply = conn.infer(request, timeout=left, metadata=conn.metadata)
-            meter.radio(True)
-            shaper.downlink(len(reply))
-            meter.radio(False)
+            call = conn.stream().exchange if cfg.stream else unary
+            reply = shaped_exchange(request, call, shaper, meter)
             return reply, attempts, "", time.monotonic() - t0
         except (grpc.RpcError, StopIteration) as err:
-            meter.radio(False)
             code = err.code() if isinstance(err, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
             details = err.details() if isinstance(err, grpc.RpcError) else "stream ended"
             error = f"{code.name}: {details}"

@@ -173,29 +173,30 @@ class Worker:
         self.policy.observe(option, row, self.shaper.trace_time())
         row = {"mode": option.name, "why": why, **row}
         if self.policy.probe_due(self.shaper.trace_time()):
-            self._probe(row)
+            # after the request: its time is not in total_ms (answered before), its energy is
+            joules, fields = self._probe()
+            energy = row["energy_J"]
+            row.update(fields, energy_J={**energy, "probe": joules, "total": energy["total"] + joules})
         return row
 
-    def _probe(self, row: dict[str, Any]) -> None:
-        """Probe the link after a request; its time and energy go to the row (``probe_ms``,
-        ``energy_J.probe``; not into ``total_ms``: the request was already answered)."""
+    def _probe(self) -> tuple[float, dict[str, Any]]:
+        """Probe the link (two calls) and tell the policy; the probe's device energy (J) and its
+        row fields (``probes``, ``probe_ms``, and ``probe_error`` if it failed)."""
         assert self.conn is not None and self.policy is not None
-        pad = self.policy.probe_bytes
+        fields: dict[str, Any] = {"probes": 1}
         self.meter.mark()
         t0 = time.monotonic()
         try:
             empty_ms, reply = self.conn.probe(0, self.shaper, self.meter)
-            padded_ms, _ = self.conn.probe(pad, self.shaper, self.meter)
+            padded_ms, _ = self.conn.probe(self.policy.probe_bytes, self.shaper, self.meter)
         except UserError as err:
-            row["probe_error"] = str(err)
+            fields["probe_error"] = str(err)
         else:
             self.policy.probed(self.shaper.trace_time(), empty_ms, padded_ms, reply)
         t1 = time.monotonic()
         self.meter.mark()
-        ms = (t1 - t0) * 1e3
-        joules = self.meter.mean_power(t0, t1) * ms / 1e3
-        row.update(probes=1, probe_ms=ms)
-        row["energy_J"] = {**row["energy_J"], "probe": joules, "total": row["energy_J"]["total"] + joules}
+        fields["probe_ms"] = (t1 - t0) * 1e3
+        return self.meter.mean_power(t0, t1) * (t1 - t0), fields
 
     def _request(self, request_id: int, mode: str, channels: int | None) -> dict[str, Any]:
         """One request in ``mode`` (``split``: with bottleneck ``channels``)."""
@@ -313,7 +314,7 @@ class Worker:
                 self.run_one(first + i)
             return
         self._pace(0.0)
-        self._probe({"energy_J": {"total": 0.0}})
+        self._probe()
         for option in self.policy.options:
             for _ in range(max(1, self.config.warmup)):
                 self._pace(0.0)
