@@ -330,7 +330,7 @@ def test_adaptive_bench_follows_a_changing_link(tmp_path: Path) -> None:
     local computing on the slow ones, and the adaptive worker switches with them."""
     from fedsim.edge.bench import run_bench
 
-    phase_s, interval = 8.0, 0.5
+    phase_s, interval = 10.0, 0.5
     trace = write_two_phase_trace(tmp_path / "two-phase.csv", phase_s, cycles=2)
     spec = {
         "name": "adaptive",
